@@ -1,0 +1,95 @@
+// Package meta defines the metadata index of the cache: which tag points to
+// which digest and when that was last confirmed upstream, what every cached
+// manifest is (media type, size, the descriptors it references), the size of
+// every cached blob, which repository of which upstream each piece of content
+// was seen in, and when content was last served.
+//
+// The index never holds content; bytes live in a blob.Store. A record here is
+// written only after the content it describes was committed to the store, so
+// after a crash the index may miss content (which is then adopted or
+// re-fetched) but never describes content that is absent: Reconcile removes
+// such records when the server starts.
+//
+// The shared test suite in package metatest defines these semantics; every
+// implementation passes it.
+package meta
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrNotFound reports a missing record.
+var ErrNotFound = errors.New("not found in index")
+
+// Tag records the digest a tag pointed to when upstream last confirmed it.
+type Tag struct {
+	Upstream string // configured upstream name, e.g. "docker.io"
+	Repo     string // repository within that upstream, e.g. "library/nginx"
+	Name     string // the tag, e.g. "latest"
+	Digest   digest.Digest
+	// CheckedAt is when upstream last confirmed (or first returned) this
+	// mapping. Freshness decisions are based on it.
+	CheckedAt time.Time
+}
+
+// Manifest describes a cached manifest whose bytes are in the blob store.
+type Manifest struct {
+	Digest    digest.Digest
+	MediaType string
+	Size      int64
+	// Refs are the digests this manifest references: config and layers of
+	// an image manifest, child manifests of an index, a subject. Used for
+	// repository scoping and, later, eviction.
+	Refs []digest.Digest
+}
+
+// Blob describes a cached blob.
+type Blob struct {
+	Digest digest.Digest
+	Size   int64
+}
+
+// Index is the metadata index. All methods are safe for concurrent use.
+type Index interface {
+	// Tag returns the mapping of upstream/repo:name, or ErrNotFound.
+	Tag(ctx context.Context, upstream, repo, name string) (Tag, error)
+	// PutTag creates or replaces a tag mapping.
+	PutTag(ctx context.Context, t Tag) error
+	// Tags lists cached tags of one repository, sorted by name.
+	Tags(ctx context.Context, upstream, repo string) ([]Tag, error)
+
+	// Manifest returns a cached manifest record, or ErrNotFound.
+	Manifest(ctx context.Context, d digest.Digest) (Manifest, error)
+	// PutManifest records a manifest (replacing an existing record).
+	PutManifest(ctx context.Context, m Manifest) error
+
+	// Blob returns a cached blob record, or ErrNotFound.
+	Blob(ctx context.Context, d digest.Digest) (Blob, error)
+	// PutBlob records a blob (replacing an existing record).
+	PutBlob(ctx context.Context, b Blob) error
+
+	// Link records that content ds was seen in upstream/repo, so it may be
+	// served for that repository without asking upstream.
+	Link(ctx context.Context, upstream, repo string, ds ...digest.Digest) error
+	// Linked reports whether d was seen in upstream/repo.
+	Linked(ctx context.Context, upstream, repo string, d digest.Digest) (bool, error)
+
+	// Touch records that ds were served at time at (last access).
+	Touch(ctx context.Context, at time.Time, ds ...digest.Digest) error
+	// LastAccess returns the last access time of d, or ErrNotFound when d
+	// was never touched.
+	LastAccess(ctx context.Context, d digest.Digest) (time.Time, error)
+
+	// Reconcile makes the index agree with the content that exists: present
+	// reports whether a digest's bytes are in the blob store. Manifest and
+	// blob records of absent content are removed, and so are tags and links
+	// that point to them. It returns how many records were removed.
+	Reconcile(ctx context.Context, present func(digest.Digest) bool) (removed int, err error)
+
+	// Close releases the index.
+	Close() error
+}
