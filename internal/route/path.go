@@ -220,11 +220,44 @@ func validPrefix(s string) bool {
 	return validHost(s)
 }
 
+// validDigest accepts exactly the digests digest.Parse accepts.
 func validDigest(s string) error {
+	if canonicalDigest(s) {
+		return nil
+	}
 	if _, err := digest.Parse(s); err != nil {
 		return fmt.Errorf("%w: %q: %w", ErrDigestInvalid, clip(s), err)
 	}
 	return nil
+}
+
+// canonicalDigest recognises a sha256, sha384 or sha512 digest with
+// lower-case hex of the right length without go-digest's regular
+// expressions, which would otherwise dominate the cost of parsing a blob
+// path. It never accepts what digest.Parse rejects (FuzzValidDigest); any
+// other input takes the digest.Parse path.
+func canonicalDigest(s string) bool {
+	alg, hex, _ := strings.Cut(s, ":")
+	var n int
+	switch alg {
+	case "sha256":
+		n = 64
+	case "sha384":
+		n = 96
+	case "sha512":
+		n = 128
+	default:
+		return false
+	}
+	if len(hex) != n {
+		return false
+	}
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseName validates a repository name and lower-cases a registry-host first
@@ -241,7 +274,7 @@ func parseName(name string) (string, error) {
 		// recognised with Docker reference parsing's heuristic. Host names
 		// are case-insensitive; the lower-cased form is canonical.
 		if hasUpper(first) {
-			name = strings.ToLower(first) + "/" + rest
+			name = lowerASCII(first) + "/" + rest
 		}
 	default:
 		return "", fmt.Errorf("%w: %q", ErrNameInvalid, name)
@@ -332,7 +365,7 @@ func validHost(s string) bool {
 // contain '.', so the test cannot misroute a Docker Hub repository
 // (client-compat §0).
 func looksLikeHost(s string) bool {
-	return strings.ContainsAny(s, ".:") || strings.EqualFold(s, "localhost")
+	return strings.ContainsAny(s, ".:") || equalFoldASCII(s, "localhost")
 }
 
 // validTag implements [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}.
@@ -354,6 +387,43 @@ func validTag(s string) bool {
 func isLowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
 
 func isAlnum(c byte) bool { return isLowerAlnum(c) || 'A' <= c && c <= 'Z' }
+
+// lowerASCII lower-cases ASCII letters only: host names compare
+// case-insensitively in ASCII (RFC 4343), and Unicode case mapping would let
+// non-ASCII input such as the Kelvin sign alias a configured name. It
+// allocates only when s has an upper-case letter.
+func lowerASCII(s string) string {
+	if !hasUpper(s) {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
+}
+
+// equalFoldASCII is strings.EqualFold restricted to ASCII letters.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
 
 func hasUpper(s string) bool {
 	for i := 0; i < len(s); i++ {

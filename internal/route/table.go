@@ -76,7 +76,7 @@ func NewTable(defaultUpstream string, ups []Upstream) (*Table, error) {
 		u.VirtualHosts = append([]string(nil), u.VirtualHosts...)
 		t.ups[i] = u
 		for _, n := range append([]string{u.Name}, u.Aliases...) {
-			key := strings.ToLower(n)
+			key := lowerASCII(n)
 			switch prev, dup := t.names[key]; {
 			case !validHost(n):
 				bad("upstream %q: name or alias %q is not a host[:port]", u.Name, n)
@@ -91,7 +91,7 @@ func NewTable(defaultUpstream string, ups []Upstream) (*Table, error) {
 	vhosts := make(map[string]int)
 	for i, u := range ups {
 		for _, h := range u.VirtualHosts {
-			key := strings.ToLower(h)
+			key := lowerASCII(h)
 			if !validHost(h) {
 				bad("upstream %q: virtual host %q is not a host[:port]", u.Name, h)
 				continue
@@ -111,7 +111,7 @@ func NewTable(defaultUpstream string, ups []Upstream) (*Table, error) {
 		}
 	}
 	if defaultUpstream != "" {
-		if i, ok := t.names[strings.ToLower(defaultUpstream)]; ok {
+		if i, ok := t.names[lowerASCII(defaultUpstream)]; ok {
 			t.def = i
 		} else {
 			bad("default upstream %q is not a configured name or alias", defaultUpstream)
@@ -126,7 +126,7 @@ func NewTable(defaultUpstream string, ups []Upstream) (*Table, error) {
 // Lookup returns the canonical name of the upstream with this name or
 // alias (case-insensitive).
 func (t *Table) Lookup(nameOrAlias string) (string, bool) {
-	i, ok := t.names[strings.ToLower(nameOrAlias)]
+	i, ok := t.names[lowerASCII(nameOrAlias)]
 	if !ok {
 		return "", false
 	}
@@ -136,7 +136,7 @@ func (t *Table) Lookup(nameOrAlias string) (string, bool) {
 // Match routes a request (client-compat §0). host is r.Host (port
 // allowed), ns the URL-decoded value of the ns query parameter ("" if
 // absent), prefix and name come from [ParsePath]. Comparisons with
-// configured names are case-insensitive. The first rule that applies wins:
+// configured names are ASCII case-insensitive. The first rule that applies wins:
 //
 //  1. ns is authoritative (containerd ≥1.4, Docker ≥29 with the containerd
 //     store; §2.3). An unknown ns is ErrUnknownRegistry. A first name
@@ -171,16 +171,16 @@ func (t *Table) Match(host, ns, prefix, name string) (Target, error) {
 	idx, repo := -1, name
 	switch {
 	case ns != "":
-		i, ok := t.names[strings.ToLower(ns)]
+		i, ok := t.names[lowerASCII(ns)]
 		if !ok {
 			return Target{}, fmt.Errorf("%w: ns %q", ErrUnknownRegistry, clip(ns))
 		}
 		idx = i
-		if multi && (strings.EqualFold(first, ns) || t.strippable(first, i)) {
+		if multi && (equalFoldASCII(first, ns) || t.strippable(first, i)) {
 			repo = rest
 		}
 	case prefix != "":
-		i, ok := t.names[strings.ToLower(prefix)]
+		i, ok := t.names[lowerASCII(prefix)]
 		if !ok {
 			return Target{}, fmt.Errorf("%w: path prefix %q", ErrUnknownRegistry, clip(prefix))
 		}
@@ -191,7 +191,7 @@ func (t *Table) Match(host, ns, prefix, name string) (Target, error) {
 	default:
 		hostLike := multi && looksLikeHost(first)
 		if hostLike {
-			if i, ok := t.names[strings.ToLower(first)]; ok {
+			if i, ok := t.names[lowerASCII(first)]; ok {
 				idx, repo = i, rest
 			}
 		}
@@ -225,7 +225,7 @@ func (t *Table) strippable(c string, i int) bool {
 	if !looksLikeHost(c) {
 		return false
 	}
-	j, ok := t.names[strings.ToLower(c)]
+	j, ok := t.names[lowerASCII(c)]
 	return ok && j == i
 }
 
@@ -234,7 +234,7 @@ func (t *Table) virtualHost(host string) int {
 	if host == "" {
 		return -1
 	}
-	h := strings.ToLower(host)
+	h := lowerASCII(host)
 	if i, ok := t.hosts[h]; ok {
 		return i
 	}
