@@ -78,7 +78,7 @@ func TestLoadEnv(t *testing.T) {
 			name: "per-upstream variables reach upstreams from the file and from WHARF_UPSTREAMS",
 			yaml: "upstreams:\n  myreg.example:5000: {url: https://myreg.example:5000}\n",
 			env: map[string]string{
-				"WHARF_UPSTREAMS":                             "other.example=https://other.example",
+				"WHARF_UPSTREAMS": "other.example=https://other.example",
 				"WHARF_UPSTREAM_MYREG_EXAMPLE_5000_USERNAME":  "me",
 				"WHARF_UPSTREAM_OTHER_EXAMPLE_USERNAME":       "you",
 				"WHARF_UPSTREAM_OTHER_EXAMPLE_URL":            "https://other2.example",
