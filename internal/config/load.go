@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -185,11 +186,18 @@ func deref(n *yaml.Node) *yaml.Node {
 func yamlError(name string, err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return fieldErr(name, err)
+		return &FieldError{Field: name, Err: &problem{msg: oneLine(err.Error()), cause: err}}
 	}
 	errs := make([]error, 0, len(te.Errors))
 	for _, msg := range te.Errors {
-		errs = append(errs, invalid(name, "%s", msg))
+		errs = append(errs, invalid(name, "%s", oneLine(msg)))
 	}
 	return errors.Join(errs...)
+}
+
+// oneLine escapes line breaks, which the decoder's messages can contain
+// when they quote a multi-line value or key, so that every problem stays
+// one line in a log.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(s)
 }
