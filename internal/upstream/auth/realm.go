@@ -1,0 +1,125 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+)
+
+// ErrRealmNotAllowed is returned (wrapped) when a challenge names a token
+// realm, or a token request is redirected to a URL, that CheckRealm refuses.
+var ErrRealmNotAllowed = errors.New("token realm not allowed")
+
+// CheckRealm decides whether a token may be requested from realm on behalf
+// of the server at origin (scheme://host[:port], the server whose challenge
+// named the realm). It returns the parsed realm on success.
+//
+// A malicious or compromised registry could otherwise point its challenge at
+// a cloud metadata endpoint or an internal service and have wharf fetch it
+// (SSRF), possibly with the configured credentials attached. The rules:
+//
+//   - the realm is an absolute http or https URL without user info;
+//   - an https origin never sends us to an http realm (the credentials
+//     would travel in clear text);
+//   - a realm whose host is an IP literal in a loopback, private, shared
+//     (CGNAT), link-local or unspecified range, or is localhost, is refused
+//     unless the origin's host is such a host as well (a registry on the
+//     local network legitimately has its token service there too).
+//
+// A realm whose host matches an entry of allow (a host name, host:port, or a
+// URL whose scheme and host must match) is accepted without the last two
+// checks. Public host names are accepted without being listed: Docker Hub's
+// realm auth.docker.io is not the registry's host registry-1.docker.io.
+// Host names are not resolved here; a public name resolving to a private
+// address is a matter for network policy.
+func CheckRealm(realm, origin string, allow []string) (*url.URL, error) {
+	u, err := url.Parse(realm)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q does not parse: %w", ErrRealmNotAllowed, realm, err)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return nil, fmt.Errorf("%w: %q is not an http(s) URL", ErrRealmNotAllowed, realm)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("%w: %q has no host", ErrRealmNotAllowed, realm)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%w: %q carries user info", ErrRealmNotAllowed, realm)
+	}
+	if allowed(u, allow) {
+		return u, nil
+	}
+	o, err := url.Parse(origin)
+	if err != nil || o.Host == "" {
+		return nil, fmt.Errorf("%w: origin %q is not a URL", ErrRealmNotAllowed, origin)
+	}
+	if scheme == "http" && strings.EqualFold(o.Scheme, "https") {
+		return nil, fmt.Errorf("%w: %q is plain http but %s uses https", ErrRealmNotAllowed, realm, o.Host)
+	}
+	if IsInternalHost(u.Hostname()) && !IsInternalHost(o.Hostname()) {
+		return nil, fmt.Errorf("%w: %q is on a loopback, private or link-local host", ErrRealmNotAllowed, realm)
+	}
+	return u, nil
+}
+
+func allowed(u *url.URL, allow []string) bool {
+	for _, a := range allow {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		if strings.Contains(a, "://") {
+			au, err := url.Parse(a)
+			if err == nil && strings.EqualFold(au.Scheme, u.Scheme) && strings.EqualFold(au.Host, u.Host) {
+				return true
+			}
+			continue
+		}
+		if strings.EqualFold(a, u.Host) || strings.EqualFold(a, u.Hostname()) {
+			return true
+		}
+	}
+	return false
+}
+
+// cgnat is the shared address space of RFC 6598, used inside carrier and
+// cloud networks and never reachable from the public internet.
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// IsInternalHost reports whether hostname (as returned by url.URL.Hostname)
+// names the local machine or a non-public network: localhost and its
+// subdomains, or an IP literal in a loopback, private, shared, link-local,
+// interface-local or unspecified range (IPv4-mapped IPv6 included).
+// Host names made only of numeric labels that are not canonical IP literals,
+// such as "2130706433" or "0x7f.1", are treated as internal as well: some
+// resolvers read them as IPv4 addresses.
+func IsInternalHost(hostname string) bool {
+	h := strings.TrimSuffix(strings.ToLower(hostname), ".")
+	if h == "" || h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		a = a.Unmap()
+		return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() ||
+			a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast() ||
+			a.IsUnspecified() || cgnat.Contains(a)
+	}
+	// inet_aton-style forms: every label decimal or 0x-hex. Resolvers that
+	// accept them would turn the name into an address.
+	for label := range strings.SplitSeq(h, ".") {
+		if !isNumericLabel(label) {
+			return false
+		}
+	}
+	return true
+}
+
+func isNumericLabel(l string) bool {
+	if rest, ok := strings.CutPrefix(l, "0x"); ok {
+		return strings.Trim(rest, "0123456789abcdef") == ""
+	}
+	return l != "" && strings.Trim(l, "0123456789") == ""
+}
