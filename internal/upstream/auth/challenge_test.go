@@ -40,7 +40,7 @@ func TestParseChallenges(t *testing.T) {
 		{
 			name:    "gcr unquoted service",
 			headers: []string{`Bearer realm="https://gcr.io/v2/token",service=gcr.io`},
-			want: []Challenge{{Scheme: "bearer", Params: map[string]string{"realm": "https://gcr.io/v2/token", "service": "gcr.io"}}},
+			want:    []Challenge{{Scheme: "bearer", Params: map[string]string{"realm": "https://gcr.io/v2/token", "service": "gcr.io"}}},
 		},
 		{
 			name:    "unquoted realm URL",

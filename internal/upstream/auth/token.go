@@ -161,10 +161,10 @@ func (c *Cache) fetch(ctx context.Context, r Request, realm *url.URL) (token, er
 //     server would make tokens look expired, so now is used.
 func parseTokenResponse(body []byte, now time.Time) (token, error) {
 	var tr struct {
-		Token       string      `json:"token"`
-		AccessToken string      `json:"access_token"`
+		Token       string          `json:"token"`
+		AccessToken string          `json:"access_token"`
 		ExpiresIn   json.RawMessage `json:"expires_in"`
-		IssuedAt    string      `json:"issued_at"`
+		IssuedAt    string          `json:"issued_at"`
 	}
 	if err := json.Unmarshal(body, &tr); err != nil {
 		return token{}, fmt.Errorf("%w: decoding response: %w", ErrNoToken, err)
