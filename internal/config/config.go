@@ -189,8 +189,8 @@ type Fetch struct {
 	HeaderTimeout Duration `yaml:"header_timeout"`
 
 	// Retries is how many extra attempts an idempotent upstream request
-	// (GET, HEAD, token fetch) gets after a transient error (connection
-	// failure, 502/503/504), 0 to 10. Default 2.
+	// (GET, HEAD, token fetch) gets after a transient error (a failed
+	// connection or a temporary answer such as 503), 0 to 10. Default 2.
 	Retries int `yaml:"retries"`
 }
 

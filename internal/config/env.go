@@ -8,6 +8,26 @@ import (
 )
 
 // EnvPrefix starts the name of every environment variable wharf reads.
+// Load applies them after the config file, in this order:
+//
+//	WHARF_LISTEN            listen (host:port)
+//	WHARF_ADMIN_LISTEN      admin_listen (host:port)
+//	WHARF_DATA_DIR          data_dir
+//	WHARF_LOG_LEVEL         log_level: debug, info, warn, error
+//	WHARF_LOG_FORMAT        log_format: json, text, auto
+//	WHARF_DEFAULT_UPSTREAM  default_upstream; empty disables default routing
+//	WHARF_TAG_TTL           tag_ttl (duration, e.g. "5m")
+//	WHARF_MAX_STALE         max_stale (duration, e.g. "7d")
+//	WHARF_UPSTREAMS         comma-separated NAME=URL list, like --upstream
+//	WHARF_UPSTREAM_<NAME>_URL       url of upstream <NAME> (enables it)
+//	WHARF_UPSTREAM_<NAME>_USERNAME  username of upstream <NAME>
+//	WHARF_UPSTREAM_<NAME>_PASSWORD  password of upstream <NAME>
+//
+// <NAME> is the upstream's name as UpstreamEnvName writes it (docker.io →
+// DOCKER_IO). A per-upstream variable applies to an upstream that exists
+// by then: built in, in the file, or added by WHARF_UPSTREAMS. A set
+// variable overrides even with an empty value; a malformed value is an
+// error naming the variable. EnvVars returns the same list for help text.
 const EnvPrefix = "WHARF_"
 
 // EnvVar describes one environment variable Load reads, for help text and
