@@ -1,0 +1,26 @@
+# wharf — the two commands that matter: `make run` and `make test`.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+PKGS    := ./...
+
+.PHONY: build run test fuzz bench clean
+
+build: ## build bin/wharf
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/wharf ./cmd/wharf
+
+run: build ## start the zero-config mirror on :5000 with its cache in ./data
+	./bin/wharf serve
+
+test: ## vet, then every test with the race detector (includes short fuzz seeds)
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
+	./scripts/fuzz.sh $(or $(FUZZTIME),20s)
+
+bench: ## micro-benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean:
+	rm -rf bin

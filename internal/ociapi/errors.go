@@ -1,0 +1,162 @@
+package ociapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/wharf-mirror/wharf/internal/mirror"
+	"github.com/wharf-mirror/wharf/internal/route"
+	"github.com/wharf-mirror/wharf/internal/upstream"
+)
+
+// Error codes of the distribution spec ("Error Codes"), plus UNAVAILABLE,
+// which distribution also uses for 503.
+const (
+	codeBlobUnknown     = "BLOB_UNKNOWN"
+	codeDigestInvalid   = "DIGEST_INVALID"
+	codeManifestInvalid = "MANIFEST_INVALID"
+	codeManifestUnknown = "MANIFEST_UNKNOWN"
+	codeNameInvalid     = "NAME_INVALID"
+	codeNameUnknown     = "NAME_UNKNOWN"
+	codeDenied          = "DENIED"
+	codeUnsupported     = "UNSUPPORTED"
+	codeTooManyRequests = "TOOMANYREQUESTS"
+	codeUnavailable     = "UNAVAILABLE"
+	codeUnknown         = "UNKNOWN"
+)
+
+// Error is an error answered to the client as OCI error JSON.
+type Error struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter string // Retry-After header, for 429
+	cause      error
+}
+
+func (e *Error) Error() string {
+	if e.cause != nil {
+		return fmt.Sprintf("%d %s: %s: %v", e.Status, e.Code, e.Message, e.cause)
+	}
+	return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.cause }
+
+func apiError(status int, code, msg string, cause error) *Error {
+	return &Error{Status: status, Code: code, Message: msg, cause: cause}
+}
+
+// unknownCode is the "not found" code for each kind of object.
+func unknownCode(k route.Kind) string {
+	switch k {
+	case route.KindBlob:
+		return codeBlobUnknown
+	case route.KindManifest:
+		return codeManifestUnknown
+	default:
+		return codeNameUnknown
+	}
+}
+
+// toAPIError is the one mapping from errors to what the client sees.
+func toAPIError(kind route.Kind, err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var re *upstream.ResponseError
+	hasRE := errors.As(err, &re)
+	switch {
+	case errors.Is(err, route.ErrNotFound):
+		return apiError(http.StatusNotFound, codeUnsupported, "no such registry API endpoint", nil)
+	case errors.Is(err, route.ErrUnsupported):
+		return apiError(http.StatusMethodNotAllowed, codeUnsupported, "this endpoint is not supported by the mirror", nil)
+	case errors.Is(err, route.ErrNameInvalid):
+		return apiError(http.StatusBadRequest, codeNameInvalid, "invalid repository name", nil)
+	case errors.Is(err, route.ErrTagInvalid):
+		return apiError(http.StatusBadRequest, codeManifestInvalid, "invalid tag", nil)
+	case errors.Is(err, route.ErrDigestInvalid):
+		return apiError(http.StatusBadRequest, codeDigestInvalid, "invalid digest", nil)
+	case errors.Is(err, route.ErrUnknownRegistry), errors.Is(err, mirror.ErrUnknownUpstream):
+		return apiError(http.StatusNotFound, codeNameUnknown, "registry is not configured on this mirror", err)
+	case errors.Is(err, mirror.ErrNotInRepository):
+		return apiError(http.StatusNotFound, unknownCode(kind), "content is not known in this repository and upstream could not confirm it", err)
+	case errors.Is(err, mirror.ErrNotFound):
+		code := unknownCode(kind)
+		if hasRE && len(re.Errors) > 0 && re.Errors[0].Code == codeNameUnknown {
+			code = codeNameUnknown
+		}
+		return apiError(http.StatusNotFound, code, "not found upstream", err)
+	case errors.Is(err, mirror.ErrSchema1Signed):
+		return apiError(http.StatusBadGateway, codeManifestInvalid, err.Error(), nil)
+	case errors.Is(err, upstream.ErrManifestTooLarge):
+		return apiError(http.StatusBadGateway, codeManifestInvalid, "upstream manifest exceeds the 4 MiB limit", err)
+	case errors.Is(err, upstream.ErrDigestMismatch):
+		return apiError(http.StatusBadGateway, codeUnavailable, "upstream returned content that does not match its digest", err)
+	case hasRE:
+		return upstreamStatusError(kind, re.StatusCode, re.Header.Get("Retry-After"), err)
+	case errors.Is(err, upstream.ErrUnreachable):
+		return apiError(http.StatusServiceUnavailable, codeUnavailable, "upstream registry is unreachable", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return apiError(http.StatusGatewayTimeout, codeUnavailable, "upstream registry timed out", err)
+	default:
+		return apiError(http.StatusInternalServerError, codeUnknown, "internal error", err)
+	}
+}
+
+// upstreamStatusError maps an upstream failure status to the client's
+// answer. Upstream 401 becomes 404 NAME_UNKNOWN: Docker Hub answers 401 for
+// repositories that do not exist, and a 401 without a challenge of our own
+// would send clients into an authentication loop.
+func upstreamStatusError(kind route.Kind, status int, retryAfter string, cause error) *Error {
+	switch {
+	case status == http.StatusNotFound:
+		return apiError(http.StatusNotFound, unknownCode(kind), "not found upstream", cause)
+	case status == http.StatusTooManyRequests:
+		e := apiError(http.StatusTooManyRequests, codeTooManyRequests, "upstream rate limit reached", cause)
+		e.RetryAfter = retryAfter
+		return e
+	case status == http.StatusUnauthorized:
+		return apiError(http.StatusNotFound, codeNameUnknown, "upstream refused access: the repository does not exist or needs credentials", cause)
+	case status == http.StatusForbidden:
+		return apiError(http.StatusForbidden, codeDenied, "upstream denied access", cause)
+	case status >= 500:
+		return apiError(http.StatusServiceUnavailable, codeUnavailable, "upstream registry failed with status "+strconv.Itoa(status), cause)
+	default:
+		return apiError(http.StatusBadGateway, codeUnavailable, "unexpected upstream status "+strconv.Itoa(status), cause)
+	}
+}
+
+type errorBody struct {
+	Errors []errorEntry `json:"errors"`
+}
+
+type errorEntry struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Detail  any    `json:"detail,omitempty"`
+}
+
+// writeError renders e as OCI error JSON. It is the only writer of error
+// responses.
+func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
+	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message}}})
+	h := w.Header()
+	for _, k := range []string{"Docker-Content-Digest", "ETag", "Accept-Ranges", "Content-Range"} {
+		h.Del(k)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if e.RetryAfter != "" {
+		h.Set("Retry-After", e.RetryAfter)
+	}
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+}

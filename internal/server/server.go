@@ -1,0 +1,272 @@
+// Package server assembles a wharf instance from its configuration: it opens
+// the cache (blob store and index) in the data directory, makes the index
+// agree with the blob files, builds the routing table, one upstream client
+// per configured registry and the mirror, and serves the registry API and
+// the admin endpoints.
+//
+// It is the only place where the packages meet; cmd/wharf parses flags and
+// calls it, and integration tests use it to run a real wharf in-process.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-mirror/wharf/internal/blob"
+	"github.com/wharf-mirror/wharf/internal/blob/fsstore"
+	"github.com/wharf-mirror/wharf/internal/config"
+	"github.com/wharf-mirror/wharf/internal/meta"
+	"github.com/wharf-mirror/wharf/internal/meta/sqlite"
+	"github.com/wharf-mirror/wharf/internal/mirror"
+	"github.com/wharf-mirror/wharf/internal/ociapi"
+	"github.com/wharf-mirror/wharf/internal/route"
+	"github.com/wharf-mirror/wharf/internal/upstream"
+)
+
+// Options carries what is not part of the configuration file.
+type Options struct {
+	Logger    *slog.Logger
+	Version   string            // reported in the User-Agent sent upstream
+	Transport http.RoundTripper // upstream transport override (tests); nil = default
+}
+
+// Instance is a running wharf: cache opened, handlers built.
+type Instance struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	blobs  blob.Store
+	index  meta.Index
+	mirror *mirror.Service
+	api    http.Handler
+	admin  http.Handler
+}
+
+// New opens the cache in cfg.DataDir and builds the handlers. cfg must be
+// validated and resolved. Close releases everything.
+func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	blobs, err := fsstore.New(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return nil, fmt.Errorf("open blob store: %w", err)
+	}
+	index, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "index.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open index: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			index.Close()
+		}
+	}()
+	if err := reconcile(ctx, blobs, index, log); err != nil {
+		return nil, err
+	}
+
+	routes, err := route.NewTable(cfg.DefaultUpstream, routeEntries(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("routing table: %w", err)
+	}
+	ua := "wharf"
+	if opts.Version != "" {
+		ua += "/" + opts.Version
+	}
+	var ups []mirror.UpstreamConfig
+	for _, name := range cfg.EnabledUpstreams() {
+		u := cfg.Upstreams[name]
+		client, err := upstream.New(upstream.Config{
+			Name:           name,
+			URL:            u.URL,
+			Username:       u.Username,
+			Password:       u.ResolvedPassword(),
+			TokenRealms:    u.TokenRealms,
+			Transport:      opts.Transport,
+			ConnectTimeout: cfg.Fetch.ConnectTimeout.Std(),
+			HeaderTimeout:  cfg.Fetch.HeaderTimeout.Std(),
+			Retries:        cfg.Fetch.Retries,
+			UserAgent:      ua,
+			Logger:         log.With("upstream", name),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", name, err)
+		}
+		ups = append(ups, mirror.UpstreamConfig{
+			Name:   name,
+			Client: client,
+			Policy: mirror.Policy{
+				TagTTL:      u.EffectiveTagTTL(cfg),
+				MaxStale:    u.EffectiveMaxStale(cfg),
+				NegativeTTL: cfg.NegativeTTL.Std(),
+			},
+		})
+	}
+	m, err := mirror.New(mirror.Config{
+		Upstreams:    ups,
+		Blobs:        blobs,
+		Index:        index,
+		Logger:       log,
+		FetchTimeout: cfg.Fetch.Timeout.Std(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	inst = &Instance{cfg: cfg, log: log, blobs: blobs, index: index, mirror: m}
+	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log})
+	inst.admin = inst.adminHandler()
+	return inst, nil
+}
+
+func routeEntries(cfg *config.Config) []route.Upstream {
+	var out []route.Upstream
+	for _, name := range cfg.EnabledUpstreams() {
+		u := cfg.Upstreams[name]
+		out = append(out, route.Upstream{
+			Name:          name,
+			Aliases:       u.Aliases,
+			VirtualHosts:  u.VirtualHosts,
+			LibraryPrefix: u.EffectiveLibraryPrefix(name),
+		})
+	}
+	return out
+}
+
+// reconcile makes the index and the blob files agree after a crash: records
+// of content whose file is missing go, and committed files the index does
+// not know (a crash between the file's rename and the index write) are
+// adopted as blobs. The store already removed interrupted writes.
+func reconcile(ctx context.Context, blobs blob.Store, index meta.Index, log *slog.Logger) error {
+	removed, err := index.Reconcile(ctx, func(d digest.Digest) bool {
+		_, err := blobs.Stat(ctx, d)
+		return err == nil
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile index: %w", err)
+	}
+	adopted := 0
+	err = blobs.Walk(ctx, func(d digest.Digest, size int64) error {
+		if _, err := index.Blob(ctx, d); err == nil {
+			return nil
+		} else if !errors.Is(err, meta.ErrNotFound) {
+			return err
+		}
+		if _, err := index.Manifest(ctx, d); err == nil {
+			return nil
+		}
+		adopted++
+		return index.PutBlob(ctx, meta.Blob{Digest: d, Size: size})
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile blob files: %w", err)
+	}
+	if removed > 0 || adopted > 0 {
+		log.Info("cache reconciled", "index_records_removed", removed, "files_adopted", adopted)
+	}
+	return nil
+}
+
+// Handler is the registry API.
+func (i *Instance) Handler() http.Handler { return i.api }
+
+// AdminHandler serves /healthz and /readyz.
+func (i *Instance) AdminHandler() http.Handler { return i.admin }
+
+func (i *Instance) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := i.ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// ready checks that the index answers and the data directory is writable.
+func (i *Instance) ready(ctx context.Context) error {
+	if _, err := i.index.Tag(ctx, "", "", ""); err != nil && !errors.Is(err, meta.ErrNotFound) {
+		return fmt.Errorf("index: %w", err)
+	}
+	f, err := os.CreateTemp(i.cfg.DataDir, ".ready-*")
+	if err != nil {
+		return fmt.Errorf("data directory not writable: %w", err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// Serve serves the registry API on api and the admin endpoints on admin
+// (nil to skip) until ctx is done, then shuts down gracefully.
+func (i *Instance) Serve(ctx context.Context, api, admin net.Listener) error {
+	servers := []*http.Server{i.newHTTPServer(i.api)}
+	listeners := []net.Listener{api}
+	if admin != nil {
+		servers = append(servers, i.newHTTPServer(i.admin))
+		listeners = append(listeners, admin)
+	}
+	errc := make(chan error, len(servers))
+	var wg sync.WaitGroup
+	for k, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Serve(listeners[k]); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(shutdownCtx); err != nil {
+			s.Close()
+		}
+	}
+	wg.Wait()
+	close(errc)
+	if first == nil {
+		first = <-errc
+	}
+	return first
+}
+
+func (i *Instance) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(i.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// Close stops the mirror (cancelling shared fetches) and closes the index.
+func (i *Instance) Close() error {
+	return errors.Join(i.mirror.Close(), i.index.Close())
+}
