@@ -261,9 +261,12 @@ type syntheticIndex struct {
 func (x *syntheticIndex) MediaType() (types.MediaType, error)         { return types.OCIImageIndex, nil }
 func (x *syntheticIndex) Digest() (v1.Hash, error)                    { return x.digest, nil }
 func (x *syntheticIndex) Size() (int64, error)                        { return int64(len(x.rawManifest)), nil }
-func (x *syntheticIndex) IndexManifest() (*v1.IndexManifest, error)   { return x.manifest.DeepCopy(), nil }
 func (x *syntheticIndex) RawManifest() ([]byte, error)                { return slices.Clone(x.rawManifest), nil }
 func (x *syntheticIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) { return nil, errNotInIndex(h) }
+
+func (x *syntheticIndex) IndexManifest() (*v1.IndexManifest, error) {
+	return x.manifest.DeepCopy(), nil
+}
 
 func (x *syntheticIndex) Image(h v1.Hash) (v1.Image, error) {
 	if img, ok := x.images[h]; ok {
