@@ -88,8 +88,8 @@ type Config struct {
 	// UserAgent is sent with every request; default "wharf". The binary
 	// sets "wharf/<version>".
 	UserAgent string
-	// Logger receives debug records about retries, redirects and token
-	// fetches; nil discards them.
+	// Logger receives debug records about retries and redirects; nil
+	// discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
