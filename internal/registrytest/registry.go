@@ -28,8 +28,8 @@
 //     Location (or, with StorageAuth, a storage token): it cannot be used as
 //     a shortcut around the registry.
 //   - Tokens are bound to the service they were issued for.
-//   - Every goroutine the Registry starts (servers, handlers) has ended when
-//     the test's Cleanup has run.
+//   - The test's Cleanup closes every listener and connection and waits for
+//     every handler to return, throttled ones included.
 package registrytest
 
 import (
@@ -110,7 +110,7 @@ const (
 )
 
 // Registry is a running fake upstream. Its methods are safe for concurrent
-// use, except Down and Up, which belong to the test's goroutine.
+// use; Down and Up are meant to be called by one goroutine at a time.
 type Registry struct {
 	t       testing.TB
 	opts    Options
