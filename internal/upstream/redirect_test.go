@@ -187,3 +187,21 @@ func TestRedirectLimits(t *testing.T) {
 		})
 	}
 }
+
+func TestRedirectToAllowedInternalHost(t *testing.T) {
+	storage := newFakeRegistry()
+	d := storage.putBlob([]byte("stored"))
+	storageSrv := serve(t, storage)
+	reg := newFakeRegistry()
+	reg.redirect = func(r *http.Request) string { return storageSrv.URL + r.URL.Path }
+	tr := namedHosts(t, map[string]*httptest.Server{"registry.test": serve(t, reg)})
+
+	c := newClient(t, upstream.Config{URL: "http://registry.test", Transport: tr})
+	if _, err := c.HeadBlob(t.Context(), "app", d); !errors.Is(err, upstream.ErrRedirect) {
+		t.Fatalf("redirect to loopback: %v, want ErrRedirect", err)
+	}
+	c = newClient(t, upstream.Config{URL: "http://registry.test", Transport: tr, RedirectHosts: []string{"127.0.0.1"}})
+	if size, err := c.HeadBlob(t.Context(), "app", d); err != nil || size != 6 {
+		t.Fatalf("allowed redirect: %d, %v", size, err)
+	}
+}

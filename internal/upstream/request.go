@@ -159,8 +159,9 @@ func isRedirect(status int) bool {
 }
 
 // checkRedirect refuses targets that are not http(s), and internal
-// addresses when the registry itself is public: otherwise a hostile
-// registry could make the mirror fetch, and relay, internal URLs.
+// addresses when the registry itself is public and the target is not in
+// Config.RedirectHosts: otherwise a hostile registry could make the mirror
+// fetch, and relay, internal URLs (SSRF).
 func (c *Client) checkRedirect(u *url.URL) error {
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("upstream %s: %w: to scheme %q", c.name, ErrRedirect, u.Scheme)
@@ -168,7 +169,7 @@ func (c *Client) checkRedirect(u *url.URL) error {
 	if u.Hostname() == "" {
 		return fmt.Errorf("upstream %s: %w: no host in Location", c.name, ErrRedirect)
 	}
-	if !c.internal && auth.IsInternalHost(u.Hostname()) {
+	if !c.internal && auth.IsInternalHost(u.Hostname()) && !auth.HostAllowed(u, c.redirects) {
 		return fmt.Errorf("upstream %s: %w: to internal host %s", c.name, ErrRedirect, u.Host)
 	}
 	return nil

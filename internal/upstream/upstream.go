@@ -66,6 +66,12 @@ type Config struct {
 	// TokenRealms lists realm hosts that are accepted although they are on
 	// loopback, private or link-local addresses (see auth.CheckRealm).
 	TokenRealms []string
+	// RedirectHosts lists hosts on loopback, private or link-local
+	// addresses that redirects may lead to although the registry's own
+	// host is not such an address (e.g. a registry with a public name
+	// whose storage redirects to an internal S3 endpoint by IP). Entries
+	// take the forms of TokenRealms.
+	RedirectHosts []string
 	// Transport carries all requests. nil means a transport built from
 	// ConnectTimeout and HeaderTimeout with compression disabled, HTTP/2
 	// allowed, the environment's proxy settings and 32 idle connections per
@@ -101,6 +107,7 @@ type Client struct {
 	base      *url.URL // scheme, host, path prefix without trailing slash
 	origin    string   // scheme://host:port of base, for host comparisons
 	internal  bool     // the registry's own host is loopback/private
+	redirects []string // Config.RedirectHosts
 	http      *http.Client
 	tokens    *auth.Cache
 	cred      auth.Credentials
@@ -154,6 +161,7 @@ func New(cfg Config) (*Client, error) {
 		base:       base,
 		origin:     origin(base),
 		internal:   auth.IsInternalHost(base.Hostname()),
+		redirects:  slices.Clone(cfg.RedirectHosts),
 		cred:       auth.Credentials{Username: cfg.Username, Password: cfg.Password},
 		userAgent:  cfg.UserAgent,
 		retries:    cfg.Retries,

@@ -49,7 +49,7 @@ func CheckRealm(realm, origin string, allow []string) (*url.URL, error) {
 	if u.User != nil {
 		return nil, fmt.Errorf("%w: %q carries user info", ErrRealmNotAllowed, realm)
 	}
-	if allowed(u, allow) {
+	if HostAllowed(u, allow) {
 		return u, nil
 	}
 	o, err := url.Parse(origin)
@@ -65,7 +65,10 @@ func CheckRealm(realm, origin string, allow []string) (*url.URL, error) {
 	return u, nil
 }
 
-func allowed(u *url.URL, allow []string) bool {
+// HostAllowed reports whether u's host matches an entry of allow: a host
+// name (any port), host:port, or a URL whose scheme and host:port must
+// match. Comparison ignores case.
+func HostAllowed(u *url.URL, allow []string) bool {
 	for _, a := range allow {
 		a = strings.TrimSpace(a)
 		if a == "" {
