@@ -26,7 +26,7 @@ type Listing struct {
 	Result Result
 }
 
-var relayedHeaders = []string{"Content-Type", "Link", "OCI-Filters-Applied"}
+var relayedHeaders = []string{"Content-Type", "Link", "OCI-Filters-Applied", "Retry-After"}
 
 // Tags relays GET /v2/<repo>/tags/list?<rawQuery> to upstream. When upstream
 // is unreachable or failing, it answers from the tags the cache knows.

@@ -102,6 +102,8 @@ func toAPIError(kind route.Kind, err error) *Error {
 		return upstreamStatusError(kind, re.StatusCode, re.Header.Get("Retry-After"), err)
 	case errors.Is(err, upstream.ErrUnreachable):
 		return apiError(http.StatusServiceUnavailable, codeUnavailable, "upstream registry is unreachable", err)
+	case errors.Is(err, mirror.ErrFetchFailed):
+		return apiError(http.StatusBadGateway, codeUnavailable, "upstream transfer failed or did not match its digest; nothing was cached", err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return apiError(http.StatusGatewayTimeout, codeUnavailable, "upstream registry timed out", err)
 	default:
@@ -147,7 +149,7 @@ type errorEntry struct {
 func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message}}})
 	h := w.Header()
-	for _, k := range []string{"Docker-Content-Digest", "ETag", "Accept-Ranges", "Content-Range"} {
+	for _, k := range []string{"Docker-Content-Digest", "ETag", "Accept-Ranges", "X-Wharf-Cache", "Warning"} {
 		h.Del(k)
 	}
 	h.Set("Content-Type", "application/json")

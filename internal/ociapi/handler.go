@@ -69,7 +69,7 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	aborted := false
 	if err != nil {
 		ae = toAPIError(req.kind, err)
-		if w.wroteHeader {
+		if w.wroteHeader && !w.resetHeader() {
 			aborted = true
 		} else {
 			writeError(w, r, ae)
@@ -231,8 +231,13 @@ func (h *Handler) blob(ctx context.Context, w *responseWriter, r *http.Request, 
 	default:
 		setBlobHeaders(hd, d, b.Size, b.Result)
 	}
+	w.deferHeader = true
 	w.WriteHeader(status)
-	return b.WriteRange(ctx, w, start, n)
+	if err := b.WriteRange(ctx, w, start, n); err != nil {
+		return err
+	}
+	w.flushHeader() // an empty range writes no byte
+	return nil
 }
 
 func setBlobHeaders(hd http.Header, d digest.Digest, length int64, res mirror.Result) {
@@ -257,8 +262,11 @@ func setCacheHeaders(hd http.Header, res mirror.Result) {
 // pagination Link so that it points back at this mirror, at the same path
 // the client used (with its ns and prefix), and never at upstream.
 func (h *Handler) listing(w *responseWriter, r *http.Request, l *mirror.Listing, kind route.Kind) error {
-	if l.Status >= 400 && l.Status != http.StatusNotFound {
-		return upstreamStatusError(kind, l.Status, "", nil)
+	if l.Status >= 400 {
+		// Our own error JSON, same status class: a 404 stays a 404 (for
+		// referrers that means "no referrers API": clients fall back to
+		// the tag schema).
+		return upstreamStatusError(kind, l.Status, l.Header.Get("Retry-After"), nil)
 	}
 	hd := w.Header()
 	for k, v := range l.Header {
@@ -342,10 +350,17 @@ func etagMatch(header string, d digest.Digest) bool {
 
 // responseWriter records the status and body size and whether headers went
 // out. It forwards ReadFrom so that copying a cached file can use sendfile.
+//
+// With deferHeader set, WriteHeader only records the status; the header is
+// sent with the first body byte (or by flushHeader). A blob response that
+// fails before its first byte can then still become a proper error
+// response instead of a cut connection.
 type responseWriter struct {
 	http.ResponseWriter
 	status      int
-	wroteHeader bool
+	wroteHeader bool // WriteHeader was called
+	sent        bool // the header went to the connection
+	deferHeader bool
 	written     int64
 }
 
@@ -354,13 +369,33 @@ func (w *responseWriter) WriteHeader(code int) {
 		return
 	}
 	w.status, w.wroteHeader = code, true
-	w.ResponseWriter.WriteHeader(code)
+	if !w.deferHeader {
+		w.flushHeader()
+	}
+}
+
+func (w *responseWriter) flushHeader() {
+	if !w.sent {
+		w.sent = true
+		w.ResponseWriter.WriteHeader(w.status)
+	}
+}
+
+// resetHeader forgets a recorded status that was never sent, so an error
+// response can replace it.
+func (w *responseWriter) resetHeader() bool {
+	if w.sent {
+		return false
+	}
+	w.status, w.wroteHeader, w.deferHeader = 0, false, false
+	return true
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.flushHeader()
 	n, err := w.ResponseWriter.Write(p)
 	w.written += int64(n)
 	return n, err
@@ -370,6 +405,7 @@ func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.flushHeader()
 	n, err := io.Copy(w.ResponseWriter, src)
 	w.written += n
 	return n, err

@@ -36,11 +36,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -374,6 +377,8 @@ func (r *Registry) serveContent(w http.ResponseWriter, req *http.Request, rt rou
 		if r.countPull(w, req) {
 			r.api.ServeHTTP(w, req)
 		}
+	case repoPath && rt.kind == kindTags && req.Method == http.MethodGet && req.URL.Query().Get("n") != "":
+		r.serveTagPage(w, req)
 	default:
 		r.api.ServeHTTP(w, req)
 	}
@@ -456,4 +461,26 @@ func (s *server) stop() {
 	}
 	_ = srv.Close()
 	<-served
+}
+
+// serveTagPage answers a paginated tags/list and adds the Link header of
+// distribution-spec "Listing Tags" when the page is full, pointing at the
+// next page the way registries do (path-absolute, with last and n).
+func (r *Registry) serveTagPage(w http.ResponseWriter, req *http.Request) {
+	rec := httptest.NewRecorder()
+	r.api.ServeHTTP(rec, req)
+	var page struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	n, _ := strconv.Atoi(req.URL.Query().Get("n"))
+	if rec.Code == http.StatusOK && json.Unmarshal(rec.Body.Bytes(), &page) == nil && n > 0 && len(page.Tags) == n {
+		q := url.Values{"n": {strconv.Itoa(n)}, "last": {page.Tags[len(page.Tags)-1]}}
+		rec.Header().Set("Link", "<"+req.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
 }
