@@ -76,10 +76,10 @@ type serveFlags struct {
 func serve(args []string, stdout, stderr io.Writer) int {
 	var f serveFlags
 	fs := flag.NewFlagSet("wharf serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are printed as one line below
 	fs.StringVar(&f.configFile, "config", os.Getenv(config.EnvPrefix+"CONFIG"), "YAML configuration `file` (env WHARF_CONFIG)")
 	fs.StringVar(&f.listen, "listen", "", "registry API listen `address` (default :5000)")
-	fs.StringVar(&f.adminListen, "admin-listen", "", "admin endpoints listen `address` (default 127.0.0.1:5080; \"off\" disables)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "admin endpoints listen `address` (default 127.0.0.1:5080)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "cache `directory` (default ./data)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json, text or auto: text on a terminal (default auto)")
@@ -90,18 +90,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		f.upstreams = append(f.upstreams, s)
 		return nil
 	})
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: wharf serve [flags]\n\nRun the mirror. Precedence: flags > WHARF_* environment > config file > defaults.\n\nFlags:\n")
-		fs.PrintDefaults()
-		fmt.Fprint(stderr, "\nEnvironment:\n")
-		for _, e := range config.EnvVars() {
-			fmt.Fprintf(stderr, "  %-34s %s\n", e.Name, e.Description)
-		}
-	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, "Usage: wharf serve [flags]\n\nRun the mirror. Precedence: flags > WHARF_* environment > config file > defaults.\n\nFlags:\n")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			fmt.Fprint(stdout, "\nEnvironment:\n")
+			for _, e := range config.EnvVars() {
+				fmt.Fprintf(stdout, "  %-34s %s\n", e.Name, e.Description)
+			}
 			return 0
 		}
+		fmt.Fprintf(stderr, "wharf serve: %v (see wharf serve --help)\n", err)
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -191,7 +191,7 @@ func runServer(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		return fmt.Errorf("listen: %w", err)
 	}
 	var admin net.Listener
-	if cfg.AdminListen != "off" && cfg.AdminListen != "" {
+	if cfg.AdminListen != "" {
 		if admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			api.Close()
 			return fmt.Errorf("admin listen: %w", err)

@@ -30,6 +30,7 @@ package config
 
 import (
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -77,9 +78,11 @@ type Config struct {
 	// Default 5m. Environment: WHARF_TAG_TTL.
 	TagTTL Duration `yaml:"tag_ttl"`
 
-	// MaxStale is how long past TagTTL a cached tag may still be served when
-	// the upstream cannot be asked (unreachable, 5xx, 429: stale-if-error);
-	// 0 never serves a stale tag. Per-upstream max_stale overrides it.
+	// MaxStale bounds stale-if-error: when the upstream cannot be asked
+	// (unreachable, 5xx, 429, 401/403), a cached tag that upstream last
+	// confirmed at most MaxStale ago is served anyway, marked stale
+	// (X-Wharf-Cache: stale and a Warning header); 0 never serves a stale
+	// tag. Per-upstream max_stale overrides it.
 	// Default 7d. Environment: WHARF_MAX_STALE.
 	MaxStale Duration `yaml:"max_stale"`
 
@@ -258,6 +261,7 @@ func (c *Config) SetUpstreamURL(name, rawURL string) {
 	if c.Upstreams == nil {
 		c.Upstreams = make(map[string]*Upstream)
 	}
+	name = c.canonicalName(name)
 	u := c.Upstreams[name]
 	if u == nil {
 		u = &Upstream{}
@@ -332,4 +336,21 @@ func cloneStrings(s []string) []string {
 		return nil
 	}
 	return append([]string(nil), s...)
+}
+
+// canonicalName maps an alias (k8s.gcr.io) to the upstream that claims it
+// (registry.k8s.io), so that --upstream k8s.gcr.io=URL configures the one
+// upstream instead of creating a clashing second one.
+func (c *Config) canonicalName(name string) string {
+	if _, ok := c.Upstreams[name]; ok {
+		return name
+	}
+	for n, u := range c.Upstreams {
+		for _, a := range u.Aliases {
+			if strings.EqualFold(a, name) {
+				return n
+			}
+		}
+	}
+	return name
 }

@@ -336,3 +336,17 @@ func mapEnv(m map[string]string) func(string) (string, bool) {
 		return v, ok
 	}
 }
+
+func TestSetUpstreamURLFollowsAliases(t *testing.T) {
+	c := Default()
+	c.SetUpstreamURL("k8s.gcr.io", "http://127.0.0.1:5003")
+	if _, ok := c.Upstreams["k8s.gcr.io"]; ok {
+		t.Fatal("an alias became an upstream of its own")
+	}
+	if got := c.Upstreams["registry.k8s.io"].URL; got != "http://127.0.0.1:5003" {
+		t.Fatalf("registry.k8s.io url %q", got)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -88,7 +88,7 @@ func envSettings() []envSetting {
 			str(func(c *Config) *string { return &c.DefaultUpstream }, nil)},
 		{EnvVar{EnvPrefix + "TAG_TTL", `How long a cached tag is served before it is revalidated upstream, for every upstream without its own tag_ttl; e.g. "5m".`},
 			dur(func(c *Config) *Duration { return &c.TagTTL })},
-		{EnvVar{EnvPrefix + "MAX_STALE", `How long past its TTL a cached tag may be served while the upstream fails, for every upstream without its own max_stale; e.g. "7d".`},
+		{EnvVar{EnvPrefix + "MAX_STALE", `How long after upstream last confirmed it a cached tag may still be served while the upstream fails, for every upstream without its own max_stale; e.g. "7d".`},
 			dur(func(c *Config) *Duration { return &c.MaxStale })},
 		{EnvVar{EnvPrefix + "UPSTREAMS", `Comma-separated NAME=URL list setting upstream URLs, adding and enabling upstreams as needed, like --upstream; e.g. "docker.io=http://127.0.0.1:5001,myreg.example:5000=https://myreg.example:5000".`},
 			applyUpstreamList},
