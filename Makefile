@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: build run test fuzz bench clean
+.PHONY: build run test fuzz bench bench-e2e clean
 
 build: ## build bin/wharf
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/wharf ./cmd/wharf
@@ -21,6 +21,9 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 
 bench: ## micro-benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+bench-e2e: build ## end-to-end figures: bin/wharf as a process against in-process upstreams (bench/README.md)
+	$(GO) test -tags bench -run . -v -count=1 -timeout 20m ./bench/
 
 clean:
 	rm -rf bin
