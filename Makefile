@@ -25,5 +25,12 @@ bench: ## micro-benchmarks of the hot paths
 bench-e2e: build ## end-to-end figures: bin/wharf as a process against in-process upstreams (bench/README.md)
 	$(GO) test -tags bench -run . -v -count=1 -timeout 20m ./bench/
 
+.PHONY: e2e
+e2e: ## end-to-end suite: real dockerd, containerd, podman, skopeo and crane through bin/wharf (needs root; installs missing clients)
+	./scripts/install-e2e-deps.sh
+	$(MAKE) build
+	./scripts/e2e-conformance-build.sh
+	$(GO) test -tags e2e -count=1 -timeout 14m ./test/e2e/...
+
 clean:
 	rm -rf bin
