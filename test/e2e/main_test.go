@@ -157,7 +157,37 @@ func setup(tb *mainTB) (e *env, err error) {
 	}
 	log.Printf("e2e: wharf %s on %s; upstreams docker.io=%s ghcr.io=%s registry.k8s.io=%s",
 		e.wharf.version, e.wharf.addr, e.hub.reg.Host(), e.ghcr.reg.Host(), e.k8s.reg.Host())
+	log.Printf("e2e: clients: %s", clientVersions(ctx, e))
 	return e, nil
+}
+
+// clientVersions is what each installed client says its version is, for
+// the log and the README's client matrix.
+func clientVersions(ctx context.Context, e *env) string {
+	version := func(tool string, args ...string) string {
+		if e.tools[tool] == "" {
+			return "missing"
+		}
+		out, err := command(ctx, baseEnv(), append([]string{e.tools[tool]}, args...)...)
+		if err != nil {
+			return "unknown"
+		}
+		return strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+	}
+	parts := []string{
+		"CLI " + version("docker", "--version"),
+		"ctr " + version("ctr", "--version"),
+		version("podman", "--version"),
+		version("skopeo", "--version"),
+		"crane " + version("crane", "version"),
+	}
+	if e.dockerd != nil {
+		parts = append([]string{"dockerd " + e.dockerd.version}, parts...)
+	}
+	if e.ctrd != nil {
+		parts = append(parts, "containerd "+e.ctrd.version)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // clientTools are the binaries the scenarios drive.
