@@ -14,8 +14,7 @@ import (
 	"github.com/wharf-mirror/wharf/internal/meta"
 )
 
-// fillChunk is how much a fill reads from upstream before it tells waiting
-// readers about the new bytes.
+// fillChunk is the most a fill reads from upstream in one call.
 const fillChunk = 1 << 20
 
 // readerChunk is the buffer one streaming reader copies through.
@@ -295,16 +294,18 @@ func (s *Service) runFill(ctx context.Context, u *upstreamState, f *fill) (err e
 	close(f.ready)
 	readyClosed = true
 
+	// Each Read returns what the connection has; readers are woken after
+	// every write, so a slow upstream still streams without delay.
 	buf := make([]byte, fillChunk)
 	for {
-		n, rerr := io.ReadFull(body, buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
 			}
 			f.advance(n)
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
