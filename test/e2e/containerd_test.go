@@ -45,6 +45,7 @@ func TestContainerdDefaultHost(t *testing.T) {
 		got := p.up.since(marks[p.up])
 		expectNoBypass(t, p.up, got)
 		expectFetchedOnce(t, p.up, got, p.f)
+		expectCount(t, p.up.name+": ns forwarded upstream", got, 0, withNS)
 		logged := filterLog(entries, forRepo(p.up.name, p.f.Repo))
 		if len(logged) == 0 {
 			t.Errorf("wharf logged no request routed to %s %s", p.up.name, p.f.Repo)

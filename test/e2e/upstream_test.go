@@ -134,6 +134,13 @@ func not(p func(registrytest.Request) bool) func(registrytest.Request) bool {
 // service. A redirected fetch is one request here and one on storage.
 func onRegistry(r registrytest.Request) bool { return r.Server == registrytest.ServerRegistry }
 
+// withNS: carries an ns query parameter, which selects wharf's upstream
+// and must never be forwarded (client-compat §0 rule 5).
+func withNS(r registrytest.Request) bool {
+	q, err := url.ParseQuery(r.RawQuery)
+	return err == nil && q.Has("ns")
+}
+
 // storageOnly: reached the storage host (the CDN a redirect points at).
 func storageOnly(r registrytest.Request) bool { return r.Server == registrytest.ServerStorage }
 
