@@ -236,7 +236,10 @@ func (s *Service) startOrJoinFill(u *upstreamState, repo string, d digest.Digest
 	s.fillMu.Lock()
 	defer s.fillMu.Unlock()
 	if f, ok := s.fills[d]; ok {
-		return f, false
+		// A fill that failed is on its way out of the map; never join it.
+		if err, done := f.result(); !done || err == nil {
+			return f, false
+		}
 	}
 	f := &fill{
 		digest: d, upstream: u.name, repo: repo,
@@ -251,7 +254,9 @@ func (s *Service) startOrJoinFill(u *upstreamState, repo string, d digest.Digest
 		defer cancel()
 		err := s.runFill(ctx, u, f)
 		s.fillMu.Lock()
-		delete(s.fills, d)
+		if s.fills[d] == f {
+			delete(s.fills, d)
+		}
 		s.fillMu.Unlock()
 		if err != nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "blob fetch failed",
@@ -312,11 +317,11 @@ func (s *Service) runFill(ctx context.Context, u *upstreamState, f *fill) (err e
 			return rerr
 		}
 	}
+	// Commit closes the writer whether it succeeds or not: readers must
+	// stop using it in the same critical section.
 	f.rw.Lock()
 	err = w.Commit(ctx)
-	if err == nil {
-		f.closed = true
-	}
+	f.closed = true
 	f.rw.Unlock()
 	if err != nil {
 		return err
