@@ -31,6 +31,7 @@ type fakeUpstream struct {
 	bodies    map[digest.Digest]io.ReadCloser // if set, GetBlob returns this once
 	fail      error
 	calls     map[string]int
+	noDigest  bool // HeadManifest answers without Docker-Content-Digest
 }
 
 func newFake() *fakeUpstream {
@@ -72,6 +73,9 @@ func (f *fakeUpstream) HeadManifest(ctx context.Context, repo, ref string) (upst
 	b, ok := f.manifests[repo+"@"+ref]
 	if !ok {
 		return upstream.Descriptor{}, notFound()
+	}
+	if f.noDigest {
+		return upstream.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: int64(len(b))}, nil
 	}
 	return upstream.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: digest.FromBytes(b), Size: int64(len(b))}, nil
 }
@@ -324,4 +328,25 @@ func TestCloseCancelsFills(t *testing.T) {
 		t.Fatal("reader of a cancelled fill succeeded")
 	}
 	b.Close()
+}
+
+// TestHeadWithoutDigestFallsBackToGet: an upstream whose HEAD carries no
+// Docker-Content-Digest is revalidated with a GET, and the body is hashed.
+func TestHeadWithoutDigestFallsBackToGet(t *testing.T) {
+	up := newFake()
+	up.noDigest = true
+	up.pushManifest("app", "v1", []byte(`{"v":1}`))
+	s, _ := newService(t, up, Policy{MaxStale: time.Hour})
+	ctx := context.Background()
+	if _, err := s.Manifest(ctx, "example.io", "app", "v1", false); err != nil {
+		t.Fatal(err)
+	}
+	moved := up.pushManifest("app", "v1", []byte(`{"v":2}`))
+	m, err := s.Manifest(ctx, "example.io", "app", "v1", true)
+	if err != nil || m.Digest != moved || string(m.Body) != `{"v":2}` {
+		t.Fatalf("revalidation without a digest header: %v %+v", err, m)
+	}
+	if up.count("HeadManifest") != 1 || up.count("GetManifest") != 2 {
+		t.Fatalf("HEAD %d, GET %d; want 1 and 2", up.count("HeadManifest"), up.count("GetManifest"))
+	}
 }
