@@ -115,6 +115,7 @@ type Service struct {
 	fills  map[digest.Digest]*fill
 
 	access *accessLog
+	links  linkCache
 
 	// bg tracks goroutines the Service owns (fills, the access flusher).
 	bg       sync.WaitGroup
@@ -214,11 +215,16 @@ func (s *Service) detached(d time.Duration) (context.Context, context.CancelFunc
 // u/repo: either it was seen there, or upstream confirms it now (and the link
 // is recorded). confirm performs the upstream check.
 func (s *Service) linkedOrConfirmed(ctx context.Context, u *upstreamState, repo string, d digest.Digest, confirm func(context.Context) error) error {
+	key := u.name + "\x00" + repo + "\x00" + string(d)
+	if s.links.has(key) {
+		return nil
+	}
 	ok, err := s.index.Linked(ctx, u.name, repo, d)
 	if err != nil {
 		return fmt.Errorf("index lookup: %w", err)
 	}
 	if ok {
+		s.links.add(key)
 		return nil
 	}
 	if err := confirm(ctx); err != nil {
@@ -230,5 +236,33 @@ func (s *Service) linkedOrConfirmed(ctx context.Context, u *upstreamState, repo 
 	if err := s.index.Link(ctx, u.name, repo, d); err != nil {
 		return fmt.Errorf("index link: %w", err)
 	}
+	s.links.add(key)
 	return nil
+}
+
+// linkCache remembers links confirmed in the index, so that a cache hit
+// does not query the index every time. Links are only ever added while the
+// process runs, so a remembered link stays true; the set is bounded by
+// starting over when it is full.
+type linkCache struct {
+	mu  sync.RWMutex
+	set map[string]struct{}
+}
+
+const maxCachedLinks = 1 << 17
+
+func (c *linkCache) has(key string) bool {
+	c.mu.RLock()
+	_, ok := c.set[key]
+	c.mu.RUnlock()
+	return ok
+}
+
+func (c *linkCache) add(key string) {
+	c.mu.Lock()
+	if c.set == nil || len(c.set) >= maxCachedLinks {
+		c.set = make(map[string]struct{})
+	}
+	c.set[key] = struct{}{}
+	c.mu.Unlock()
 }

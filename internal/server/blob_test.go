@@ -20,7 +20,7 @@ import (
 )
 
 // layerOf returns the digest and bytes of layer i of img.
-func layerOf(t *testing.T, img v1.Image, i int) (digest.Digest, []byte) {
+func layerOf(t testing.TB, img v1.Image, i int) (digest.Digest, []byte) {
 	t.Helper()
 	ls, err := img.Layers()
 	if err != nil {

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 // to a CDN host, rate-limit headers), ghcr.io (plain) and registry.k8s.io
 // (every request redirected to a storage host), plus myreg.io:5000.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	hub     *registrytest.Registry
 	ghcr    *registrytest.Registry
 	k8s     *registrytest.Registry
@@ -60,7 +60,7 @@ func defaultOptions() harnessOptions {
 	}
 }
 
-func newHarness(t *testing.T, o harnessOptions) *harness {
+func newHarness(t testing.TB, o harnessOptions) *harness {
 	t.Helper()
 	h := &harness{
 		t:       t,
