@@ -39,8 +39,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   echo "install-e2e-deps: installing ${pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  aptlog="$(mktemp)"
+  trap 'rm -f "$aptlog"' EXIT
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}"; } >"$aptlog" 2>&1; then
+    cat "$aptlog" >&2
+    echo "install-e2e-deps: apt-get failed" >&2
+    exit 1
+  fi
 fi
 
 gobin="$(go env GOBIN)"
