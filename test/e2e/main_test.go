@@ -53,8 +53,12 @@ var suite *env
 // ci reports whether missing tools are failures (CI=true) rather than skips.
 func ci() bool { return os.Getenv("CI") == "true" }
 
-// errMissingTool marks a client that is not installed.
-var errMissingTool = errors.New("not installed")
+// errMissingTool marks a client that is not installed, errNotRoot daemons
+// that cannot run without root.
+var (
+	errMissingTool = errors.New("not installed")
+	errNotRoot     = errors.New("the daemons need root")
+)
 
 func TestMain(m *testing.M) {
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
@@ -68,6 +72,9 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) (code int) {
 	tb := &mainTB{}
 	defer func() {
+		if code != 0 {
+			tb.Fail() // keeps the temporary directory for inspection
+		}
 		tb.runCleanups()
 		if tb.Failed() && code == 0 {
 			code = 1
@@ -139,12 +146,20 @@ func setup(tb *mainTB) (e *env, err error) {
 			e.dockerdErr = fmt.Errorf("dockerd/docker: %w", errMissingTool)
 			return
 		}
+		if os.Geteuid() != 0 {
+			e.dockerdErr = fmt.Errorf("dockerd: %w", errNotRoot)
+			return
+		}
 		e.dockerd, e.dockerdErr = startDockerd(ctx, tb, e.tools, filepath.Join(dir, "dockerd"), e.wharf.addr)
 	}()
 	go func() {
 		defer wg.Done()
 		if e.tools["containerd"] == "" || e.tools["ctr"] == "" {
 			e.ctrdErr = fmt.Errorf("containerd/ctr: %w", errMissingTool)
+			return
+		}
+		if os.Geteuid() != 0 {
+			e.ctrdErr = fmt.Errorf("containerd: %w", errNotRoot)
 			return
 		}
 		e.ctrd, e.ctrdErr = startContainerd(ctx, tb, e.tools, filepath.Join(dir, "containerd"))
@@ -258,9 +273,7 @@ func need(t *testing.T, names ...string) []string {
 func needDockerd(t *testing.T) *dockerd {
 	t.Helper()
 	need(t, "dockerd", "docker")
-	if suite.dockerdErr != nil {
-		t.Fatalf("dockerd did not start: %v", suite.dockerdErr)
-	}
+	needDaemon(t, suite.dockerdErr)
 	return suite.dockerd
 }
 
@@ -268,10 +281,21 @@ func needDockerd(t *testing.T) *dockerd {
 func needContainerd(t *testing.T) *containerd {
 	t.Helper()
 	need(t, "containerd", "ctr")
-	if suite.ctrdErr != nil {
-		t.Fatalf("containerd did not start: %v", suite.ctrdErr)
-	}
+	needDaemon(t, suite.ctrdErr)
 	return suite.ctrd
+}
+
+// needDaemon ends the test when a daemon is not running: a skip when it
+// could not run here (not root) outside CI, a failure otherwise.
+func needDaemon(t *testing.T, err error) {
+	t.Helper()
+	switch {
+	case err == nil:
+	case errors.Is(err, errNotRoot) && !ci():
+		t.Skip(err)
+	default:
+		t.Fatalf("daemon did not start: %v", err)
+	}
 }
 
 // mainTB is the testing.TB that TestMain hands to registrytest.New, which

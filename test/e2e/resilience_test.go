@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -216,6 +217,9 @@ func TestTagMoved(t *testing.T) {
 func TestManyNodesOneFetch(t *testing.T) {
 	const nodes = 8
 	bins := need(t, "containerd", "ctr")
+	if os.Geteuid() != 0 {
+		needDaemon(t, errNotRoot)
+	}
 	tools := map[string]string{"containerd": bins[0], "ctr": bins[1]}
 	f := seedImage(t, suite.hub, "library/many-nodes", "1",
 		buildImage(t, "many-nodes", ociImage, amd64, 2, bigFiles("many-nodes", 64<<20)))

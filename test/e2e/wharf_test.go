@@ -143,11 +143,16 @@ func (w *wharf) mark(t *testing.T) logMark {
 	return logMark(st.Size())
 }
 
-// requestsSince returns the request lines wharf logged after m. It first
-// makes sure every request that finished before the call has been logged:
-// wharf logs a request after its response went out, so a client can be
-// done a moment before its last line is written. A request to a unique
-// invalid path is sent and the log is read until that request shows up.
+// logSettle is how long requestsSince keeps reading after its marker
+// showed up, for lines of earlier requests written after the marker's.
+const logSettle = 250 * time.Millisecond
+
+// requestsSince returns the request lines wharf logged after m, for
+// requests that finished before the call. wharf logs a request after its
+// response went out, so a client can be done a moment before its last line
+// is written: a request to a unique invalid path is sent, the log is read
+// until that request shows up, and once more a moment later, so that a line
+// of an earlier request that lost the race to the marker's is not missed.
 func (w *wharf) requestsSince(t *testing.T, m logMark) []logEntry {
 	t.Helper()
 	marker := fmt.Sprintf("/v2/_e2e_sync_%d", w.syncSeq.Add(1))
@@ -164,20 +169,22 @@ func (w *wharf) requestsSince(t *testing.T, m logMark) []logEntry {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		entries, found := w.readLog(t, m, marker)
-		if found {
-			return entries
+		if _, found := w.readLog(t, m, marker); found {
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("wharf never logged the sync request %s; log tail:\n%s", marker, w.proc.tail(2000))
 		}
 		time.Sleep(pollInterval)
 	}
+	time.Sleep(logSettle)
+	entries, _ := w.readLog(t, m, marker)
+	return entries
 }
 
-// readLog parses the request lines after m, up to the marker's line, and
-// reports whether the marker was seen.
-func (w *wharf) readLog(t *testing.T, m logMark, marker string) ([]logEntry, bool) {
+// readLog parses the request lines after m, leaving out sync markers, and
+// reports whether the marker was among them.
+func (w *wharf) readLog(t *testing.T, m logMark, marker string) (entries []logEntry, found bool) {
 	t.Helper()
 	f, err := os.Open(w.logPath)
 	if err != nil {
@@ -187,7 +194,6 @@ func (w *wharf) readLog(t *testing.T, m logMark, marker string) ([]logEntry, boo
 	if _, err := f.Seek(int64(m), io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
-	var entries []logEntry
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -200,18 +206,16 @@ func (w *wharf) readLog(t *testing.T, m logMark, marker string) ([]logEntry, boo
 			continue // a line still being written
 		}
 		e.raw = string(line)
-		if e.Msg != "request" {
-			continue
+		switch {
+		case e.Msg != "request":
+		case e.Path == marker:
+			found = true
+		case strings.HasPrefix(e.Path, "/v2/_e2e_sync_"):
+		default:
+			entries = append(entries, e)
 		}
-		if e.Path == marker {
-			return entries, true
-		}
-		if strings.HasPrefix(e.Path, "/v2/_e2e_sync_") {
-			continue
-		}
-		entries = append(entries, e)
 	}
-	return entries, false
+	return entries, found
 }
 
 // filterLog returns the entries for which keep is true.
