@@ -69,7 +69,7 @@ func startDockerd(ctx context.Context, tb cleaner, tools map[string]string, dir,
 		d.proc.stop()
 		// dockerd stops the containerd it started on SIGTERM; if it could
 		// not, that containerd is found by the pid it wrote.
-		killPIDFile(filepath.Join(dir, "exec", "containerd", "containerd.pid"))
+		killPIDFile(filepath.Join(dir, "exec", "containerd", "containerd.pid"), "containerd")
 	})
 	d.env = baseEnv("DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+filepath.Join(dir, "cli"))
 	err = waitFor(ctx, d.proc, 60*time.Second, "dockerd API", func(ctx context.Context) error {
@@ -503,6 +503,6 @@ func (c *crane) pull(t *testing.T, ref, name string) string {
 	return out
 }
 
-// mirrorRef is wharf's path-prefix name of an upstream repository:
+// mirrorBase is wharf's path-prefix base for an upstream's repositories:
 // 127.0.0.1:PORT/<registry>/<repo>.
 func mirrorBase(u *upstream) string { return suite.wharf.addr + "/" + u.name }

@@ -273,7 +273,7 @@ func seedIndex(t *testing.T, u *upstream, repo, tag string, idx v1.ImageIndex) f
 	return f
 }
 
-// Hash converts a go-containerregistry descriptor digest.
+// hashOf converts a go-containerregistry digest.
 func hashOf(h v1.Hash) digest.Digest { return digest.Digest(h.String()) }
 
 func imageBlobs(t *testing.T, img v1.Image) (digest.Digest, []digest.Digest) {

@@ -116,8 +116,9 @@ func tailFile(path string, n int) string {
 }
 
 // killPIDFile kills the process whose id a daemon wrote to path (dockerd's
-// own containerd), if it is still running.
-func killPIDFile(path string) {
+// own containerd), if it is still running and still that program (the id
+// is checked against /proc/<pid>/cmdline, against reuse).
+func killPIDFile(path, program string) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return
@@ -126,9 +127,11 @@ func killPIDFile(path string) {
 	if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &pid); err != nil || pid <= 1 {
 		return
 	}
-	if syscall.Kill(pid, 0) == nil {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), program) {
+		return
 	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // waitFor polls check every pollInterval until it succeeds, the process
