@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -15,7 +17,7 @@ import (
 
 // TestCraneDirect: crane has no mirror configuration, so users address
 // wharf directly (client-compat §3.5): 127.0.0.1:PORT/ghcr.io/org/img by tag
-// and by digest, an artifact referrer and the referrers API, a Docker Hub
+// and by digest, the tag list, an artifact referrer and the referrers API, a Docker Hub
 // short name with and without the docker.io prefix (library/ added by
 // wharf), and a registry.k8s.io image whose upstream redirects everything.
 func TestCraneDirect(t *testing.T) {
@@ -34,6 +36,9 @@ func TestCraneDirect(t *testing.T) {
 	}
 	if raw := cr.run(t, "manifest", oci.refDigest(base)); raw != string(oci.Raw) {
 		t.Errorf("crane manifest %s: bytes differ from upstream's:\n%s\nwant\n%s", oci.refDigest(base), raw, oci.Raw)
+	}
+	if tags := strings.Fields(cr.run(t, "ls", base+"/"+oci.Repo)); !slices.Contains(tags, oci.Tag) {
+		t.Errorf("crane ls %s/%s = %v, want %q among them", base, oci.Repo, tags, oci.Tag)
 	}
 	expectTarball(t, cr.pull(t, oci.ref(base), "oci-tag"))
 	expectTarball(t, cr.pull(t, oci.refDigest(base), "oci-digest"))
