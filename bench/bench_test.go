@@ -76,13 +76,19 @@ func TestE2E(t *testing.T) {
 		Machine: describeMachine(t.Context(), bin, os.TempDir()),
 		Runs:    runs(t),
 	}
+	finish := measureConditions(&rep.Conditions)
 	t.Run("pull", func(t *testing.T) { rep.Pull = benchPull(t, bin, rep.Runs) })
 	t.Run("concurrent", func(t *testing.T) { rep.Concurrent = benchConcurrent(t, bin, rep.Runs) })
 	t.Run("requests", func(t *testing.T) { rep.Requests = benchRequests(t, bin) })
 
+	finish()
 	rep.print(os.Stdout)
-	if t.Failed() {
+	switch {
+	case t.Failed():
 		t.Log("a phase failed: results/latest.json left as it was")
+		return
+	case rep.Pull == nil || rep.Concurrent == nil || rep.Requests == nil:
+		t.Log("not every phase ran (-run): results/latest.json left as it was")
 		return
 	}
 	if err := rep.writeJSON("results/latest.json"); err != nil {

@@ -26,6 +26,9 @@ type report struct {
 	Date    string  `json:"date"` // RFC 3339, UTC
 	Machine machine `json:"machine"`
 	Runs    int     `json:"runs"` // repetitions of every timed figure
+	// Conditions tell a quiet machine from a busy one: the figures of a run
+	// with much steal or a high load average are not comparable.
+	Conditions conditions `json:"conditions"`
 
 	Pull       *pullReport       `json:"pull,omitempty"`
 	Concurrent *concurrentReport `json:"concurrent,omitempty"`
@@ -53,6 +56,64 @@ type machine struct {
 	// DataDirFS is the file system type of the directory wharf's data
 	// directories are created in (the test's temporary directory).
 	DataDirFS string `json:"data_dir_fs"`
+}
+
+// conditions is what else the machine was doing during the run.
+type conditions struct {
+	LoadAvgBefore string `json:"loadavg_before"` // 1, 5 and 15 minute load averages (/proc/loadavg)
+	LoadAvgAfter  string `json:"loadavg_after"`
+	// StealPercent and IOWaitPercent are shares of all CPU time over the
+	// run (/proc/stat): time the hypervisor ran something else on our
+	// CPUs, and time idle with I/O outstanding.
+	StealPercent  float64 `json:"steal_percent"`
+	IOWaitPercent float64 `json:"iowait_percent"`
+}
+
+// cpuTotals is the aggregate "cpu" line of /proc/stat, in ticks.
+type cpuTotals struct{ total, iowait, steal uint64 }
+
+func readCPUTotals() cpuTotals {
+	line, _, _ := strings.Cut(readSmall("/proc/stat"), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTotals{}
+	}
+	var c cpuTotals
+	// user nice system idle iowait irq softirq steal [guest guest_nice]:
+	// guest time is already included in user and nice.
+	for i, v := range f[1:9] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		c.total += n
+		switch i {
+		case 4:
+			c.iowait = n
+		case 7:
+			c.steal = n
+		}
+	}
+	return c
+}
+
+// measureConditions returns a function that completes c at the end of the run.
+func measureConditions(c *conditions) (finish func()) {
+	c.LoadAvgBefore = loadAvg()
+	before := readCPUTotals()
+	return func() {
+		c.LoadAvgAfter = loadAvg()
+		after := readCPUTotals()
+		if d := float64(after.total - before.total); d > 0 {
+			c.StealPercent = 100 * float64(after.steal-before.steal) / d
+			c.IOWaitPercent = 100 * float64(after.iowait-before.iowait) / d
+		}
+	}
+}
+
+func loadAvg() string {
+	f := strings.Fields(readSmall("/proc/loadavg"))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // stat summarises the repetitions of one figure.
@@ -254,6 +315,8 @@ func (r *report) print(w io.Writer) {
 		m.CPUModel, m.NumCPU, cmp.Or(m.CgroupCPUMax, "none"), float64(m.MemTotalBytes)/(1<<30), m.OS, m.Arch, m.Kernel, m.DataDirFS)
 	fmt.Fprintf(&b, "software: wharf %s; %s; GOMAXPROCS %d in the test process (client + fake upstream), wharf GOMAXPROCS %s\n",
 		m.WharfVersion, m.GoVersion, m.GOMAXPROCS, cmp.Or(m.WharfGOMAXPROCS, "Go default"))
+	fmt.Fprintf(&b, "conditions: load average %s before, %s after; CPU steal %.1f%%, iowait %.1f%% during the run\n",
+		r.Conditions.LoadAvgBefore, r.Conditions.LoadAvgAfter, r.Conditions.StealPercent, r.Conditions.IOWaitPercent)
 	fmt.Fprintf(&b, "%d runs of every timed figure, shown as median (min); throughput as median (best); MB = 10^6 bytes\n", r.Runs)
 	fmt.Fprintf(&b, "the client (SHA-256 of every byte) and the fake upstream (generates every byte) run in the test process, on the same CPUs as wharf\n")
 
