@@ -122,6 +122,16 @@ func (s *Service) manifestByTag(ctx context.Context, u *upstreamState, repo, tag
 	if u.negativeHit(repo, tag, now) {
 		return nil, fmt.Errorf("%w: %s/%s:%s (upstream 404, remembered)", ErrNotFound, u.name, repo, tag)
 	}
+	staleable := cached && now.Sub(t.CheckedAt) <= u.policy.MaxStale
+	if staleable && u.down(now) {
+		// Upstream failed moments ago: answer from the cache at once
+		// instead of making every pull wait for it to fail again.
+		if m, err := s.cachedManifest(ctx, t.Digest, withBody); err == nil {
+			m.Result, m.CheckedAt = ResultStale, t.CheckedAt
+			s.access.touch(t.Digest)
+			return m, nil
+		}
+	}
 
 	v, err := s.shared(ctx, &s.tags, u.name+"\x00"+repo+"\x00"+tag, func(ctx context.Context) (any, error) {
 		return s.resolveTag(ctx, u, repo, tag)
@@ -131,7 +141,10 @@ func (s *Service) manifestByTag(ctx context.Context, u *upstreamState, repo, tag
 			u.rememberNotFound(repo, tag, now)
 			return nil, notFoundAs(err)
 		}
-		if cached && upstream.IsTransient(err) && now.Sub(t.CheckedAt) <= u.policy.MaxStale {
+		if upstream.IsTransient(err) || errors.Is(err, context.DeadlineExceeded) {
+			u.markDown(s.now().Add(s.downBackoff))
+		}
+		if staleable && (upstream.IsTransient(err) || errors.Is(err, context.DeadlineExceeded)) {
 			if m, merr := s.cachedManifest(ctx, t.Digest, withBody); merr == nil {
 				s.log.LogAttrs(ctx, slogWarn, "serving stale tag: upstream failed",
 					attrUpstream(u.name), attrRepo(repo), attrRef(tag), attrDigest(t.Digest),
@@ -165,7 +178,11 @@ type tagResolution struct {
 func (s *Service) resolveTag(ctx context.Context, u *upstreamState, repo, tag string) (tagResolution, error) {
 	t, err := s.index.Tag(ctx, u.name, repo, tag)
 	if err == nil && s.manifestCached(ctx, t.Digest) {
-		desc, err := u.client.HeadManifest(ctx, repo, tag)
+		// The cached answer may be served stale if upstream does not
+		// answer: give it a short deadline, not the full fetch timeouts.
+		hctx, cancel := context.WithTimeout(ctx, s.revalidateTimeout)
+		desc, err := u.client.HeadManifest(hctx, repo, tag)
+		cancel()
 		if err != nil {
 			return tagResolution{}, err
 		}

@@ -82,6 +82,13 @@ type Config struct {
 	// AccessFlushInterval is how often batched last-access times are
 	// written to the index. Default 15s.
 	AccessFlushInterval time.Duration
+	// RevalidateTimeout bounds the upstream check of a cached tag that
+	// could be served stale: a hanging upstream must not hold a pull for
+	// minutes when the answer is already on disk. Default 10s.
+	RevalidateTimeout time.Duration
+	// DownBackoff is how long an upstream that failed a revalidation is not
+	// asked again for tags that can be served stale. Default 30s.
+	DownBackoff time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 }
@@ -108,6 +115,9 @@ type Service struct {
 	now     func() time.Time
 	timeout time.Duration
 
+	revalidateTimeout time.Duration
+	downBackoff       time.Duration
+
 	tags singleflight.Group // key: upstream \x00 repo \x00 tag
 	mans singleflight.Group // key: upstream \x00 repo \x00 digest
 
@@ -130,6 +140,23 @@ type upstreamState struct {
 
 	negMu sync.Mutex
 	neg   map[string]time.Time // repo \x00 tag → expiry of a remembered 404
+
+	downMu    sync.Mutex
+	downUntil time.Time // stale-able tags are not revalidated before this
+}
+
+// down reports whether the upstream recently failed, so that a tag that
+// can be served stale is served without asking it again.
+func (u *upstreamState) down(now time.Time) bool {
+	u.downMu.Lock()
+	defer u.downMu.Unlock()
+	return now.Before(u.downUntil)
+}
+
+func (u *upstreamState) markDown(until time.Time) {
+	u.downMu.Lock()
+	u.downUntil = until
+	u.downMu.Unlock()
 }
 
 // New creates a Service.
@@ -154,6 +181,13 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.timeout <= 0 {
 		s.timeout = time.Hour
+	}
+	s.revalidateTimeout, s.downBackoff = cfg.RevalidateTimeout, cfg.DownBackoff
+	if s.revalidateTimeout <= 0 {
+		s.revalidateTimeout = 10 * time.Second
+	}
+	if s.downBackoff <= 0 {
+		s.downBackoff = 30 * time.Second
 	}
 	for _, u := range cfg.Upstreams {
 		if u.Name == "" || u.Client == nil {

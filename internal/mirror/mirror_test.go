@@ -32,6 +32,7 @@ type fakeUpstream struct {
 	fail      error
 	calls     map[string]int
 	noDigest  bool // HeadManifest answers without Docker-Content-Digest
+	hang      bool // HeadManifest waits for its context to end
 }
 
 func newFake() *fakeUpstream {
@@ -67,6 +68,13 @@ func (f *fakeUpstream) pushManifest(repo, tag string, body []byte) digest.Digest
 func (f *fakeUpstream) HeadManifest(ctx context.Context, repo, ref string) (upstream.Descriptor, error) {
 	if err := f.enter("HeadManifest"); err != nil {
 		return upstream.Descriptor{}, err
+	}
+	f.mu.Lock()
+	hang := f.hang
+	f.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return upstream.Descriptor{}, ctx.Err()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -143,10 +151,12 @@ func newService(t *testing.T, up *fakeUpstream, p Policy) (*Service, *clock) {
 	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	idx := metatest.NewMemory()
 	s, err := New(Config{
-		Upstreams: []UpstreamConfig{{Name: "example.io", Client: up, Policy: p}},
-		Blobs:     blobtest.NewMemory(),
-		Index:     idx,
-		Now:       clk.Now,
+		Upstreams:         []UpstreamConfig{{Name: "example.io", Client: up, Policy: p}},
+		Blobs:             blobtest.NewMemory(),
+		Index:             idx,
+		Now:               clk.Now,
+		RevalidateTimeout: 50 * time.Millisecond,
+		DownBackoff:       time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -214,9 +224,17 @@ type syncBuffer struct {
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.Write(p) }
-func (b *syncBuffer) Len() int                    { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.Len() }
-func (b *syncBuffer) Bytes() []byte               { b.mu.Lock(); defer b.mu.Unlock(); return bytes.Clone(b.buf.Bytes()) }
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+func (b *syncBuffer) Len() int { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.Len() }
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
 
 // waitLen waits (bounded) until b holds n bytes.
 func waitLen(t *testing.T, b *syncBuffer, n int) {
@@ -348,5 +366,40 @@ func TestHeadWithoutDigestFallsBackToGet(t *testing.T) {
 	}
 	if up.count("HeadManifest") != 1 || up.count("GetManifest") != 2 {
 		t.Fatalf("HEAD %d, GET %d; want 1 and 2", up.count("HeadManifest"), up.count("GetManifest"))
+	}
+}
+
+// TestHangingUpstreamServesStaleFast: an upstream that accepts but never
+// answers costs one short revalidation deadline, after which stale-able
+// tags are answered from the cache without asking it again until the
+// backoff ends.
+func TestHangingUpstreamServesStaleFast(t *testing.T) {
+	up := newFake()
+	d := up.pushManifest("app", "v1", []byte(`{"v":1}`))
+	s, clk := newService(t, up, Policy{MaxStale: time.Hour})
+	ctx := context.Background()
+	if _, err := s.Manifest(ctx, "example.io", "app", "v1", false); err != nil {
+		t.Fatal(err)
+	}
+	up.mu.Lock()
+	up.hang = true
+	up.mu.Unlock()
+	for range 3 {
+		m, err := s.Manifest(ctx, "example.io", "app", "v1", false)
+		if err != nil || m.Result != ResultStale || m.Digest != d {
+			t.Fatalf("hanging upstream: %v %+v", err, m)
+		}
+	}
+	if n := up.count("HeadManifest"); n != 1 {
+		t.Fatalf("%d upstream HEADs while it is known down, want 1", n)
+	}
+	// After the backoff, upstream is asked again (and answers).
+	up.mu.Lock()
+	up.hang = false
+	up.mu.Unlock()
+	clk.Advance(2 * time.Minute)
+	m, err := s.Manifest(ctx, "example.io", "app", "v1", false)
+	if err != nil || m.Result != ResultRevalidated {
+		t.Fatalf("after the backoff: %v %+v", err, m)
 	}
 }

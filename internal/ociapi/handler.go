@@ -89,10 +89,15 @@ func (h *Handler) logRequest(r *http.Request, w *responseWriter, req *request, s
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
+	}
+	if r.URL.RawQuery != "" {
+		attrs = append(attrs, slog.String("query", r.URL.RawQuery))
+	}
+	attrs = append(attrs,
 		slog.Int("status", w.status),
 		slog.Int64("bytes", w.written),
 		slog.Duration("duration", time.Since(start)),
-	}
+	)
 	if req.upstream != "" {
 		attrs = append(attrs, slog.String("upstream", req.upstream), slog.String("repo", req.repo))
 	}

@@ -7,7 +7,6 @@ import (
 	"github.com/wharf-mirror/wharf/internal/registrytest"
 )
 
-
 // BenchmarkHit measures cache hits over real HTTP on loopback: a small blob
 // (request overhead), a 1 MiB blob (sendfile), and a manifest by tag within
 // its TTL.
