@@ -123,18 +123,15 @@ func (s *Service) manifestByTag(ctx context.Context, u *upstreamState, repo, tag
 		return nil, fmt.Errorf("%w: %s/%s:%s (upstream 404, remembered)", ErrNotFound, u.name, repo, tag)
 	}
 	staleable := cached && now.Sub(t.CheckedAt) <= u.policy.MaxStale
-	if staleable && u.down(now) {
-		// Upstream failed moments ago: answer from the cache at once
-		// instead of making every pull wait for it to fail again.
-		if m, err := s.cachedManifest(ctx, t.Digest, withBody); err == nil {
-			m.Result, m.CheckedAt = ResultStale, t.CheckedAt
-			s.access.touch(t.Digest)
-			return m, nil
-		}
+	// A cached answer that may be served stale bounds how long upstream
+	// gets to confirm it: a hanging upstream must not hold a pull for
+	// minutes, and one that failed moments ago gets only a short probe.
+	revalidate := s.revalidateTimeout
+	if u.down(now) {
+		revalidate = s.downProbeTimeout
 	}
-
 	v, err := s.shared(ctx, &s.tags, u.name+"\x00"+repo+"\x00"+tag, func(ctx context.Context) (any, error) {
-		return s.resolveTag(ctx, u, repo, tag)
+		return s.resolveTag(ctx, u, repo, tag, revalidate)
 	})
 	if err != nil {
 		if upstream.IsNotFound(err) {
@@ -175,12 +172,10 @@ type tagResolution struct {
 // resolveTag asks upstream what the tag points to now. With a cached mapping
 // it sends a HEAD (free on Docker Hub's rate limit) and GETs only a changed
 // digest that is not cached yet; without one it GETs the tag directly.
-func (s *Service) resolveTag(ctx context.Context, u *upstreamState, repo, tag string) (tagResolution, error) {
+func (s *Service) resolveTag(ctx context.Context, u *upstreamState, repo, tag string, revalidate time.Duration) (tagResolution, error) {
 	t, err := s.index.Tag(ctx, u.name, repo, tag)
 	if err == nil && s.manifestCached(ctx, t.Digest) {
-		// The cached answer may be served stale if upstream does not
-		// answer: give it a short deadline, not the full fetch timeouts.
-		hctx, cancel := context.WithTimeout(ctx, s.revalidateTimeout)
+		hctx, cancel := context.WithTimeout(ctx, revalidate)
 		desc, err := u.client.HeadManifest(hctx, repo, tag)
 		cancel()
 		if err != nil {

@@ -86,9 +86,13 @@ type Config struct {
 	// could be served stale: a hanging upstream must not hold a pull for
 	// minutes when the answer is already on disk. Default 10s.
 	RevalidateTimeout time.Duration
-	// DownBackoff is how long an upstream that failed a revalidation is not
-	// asked again for tags that can be served stale. Default 30s.
-	DownBackoff time.Duration
+	// DownBackoff is how long an upstream that failed is considered down.
+	// While it is, the revalidation of a tag that can be served stale gets
+	// only DownProbeTimeout, so each pull waits at most that long, and the
+	// first pull after the upstream recovers gets the fresh answer.
+	// Defaults 30s and 1s.
+	DownBackoff      time.Duration
+	DownProbeTimeout time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 }
@@ -117,6 +121,7 @@ type Service struct {
 
 	revalidateTimeout time.Duration
 	downBackoff       time.Duration
+	downProbeTimeout  time.Duration
 
 	tags singleflight.Group // key: upstream \x00 repo \x00 tag
 	mans singleflight.Group // key: upstream \x00 repo \x00 digest
@@ -142,11 +147,10 @@ type upstreamState struct {
 	neg   map[string]time.Time // repo \x00 tag → expiry of a remembered 404
 
 	downMu    sync.Mutex
-	downUntil time.Time // stale-able tags are not revalidated before this
+	downUntil time.Time // until then, stale-able revalidations get a short probe
 }
 
-// down reports whether the upstream recently failed, so that a tag that
-// can be served stale is served without asking it again.
+// down reports whether the upstream recently failed.
 func (u *upstreamState) down(now time.Time) bool {
 	u.downMu.Lock()
 	defer u.downMu.Unlock()
@@ -182,12 +186,15 @@ func New(cfg Config) (*Service, error) {
 	if s.timeout <= 0 {
 		s.timeout = time.Hour
 	}
-	s.revalidateTimeout, s.downBackoff = cfg.RevalidateTimeout, cfg.DownBackoff
+	s.revalidateTimeout, s.downBackoff, s.downProbeTimeout = cfg.RevalidateTimeout, cfg.DownBackoff, cfg.DownProbeTimeout
 	if s.revalidateTimeout <= 0 {
 		s.revalidateTimeout = 10 * time.Second
 	}
 	if s.downBackoff <= 0 {
 		s.downBackoff = 30 * time.Second
+	}
+	if s.downProbeTimeout <= 0 {
+		s.downProbeTimeout = time.Second
 	}
 	for _, u := range cfg.Upstreams {
 		if u.Name == "" || u.Client == nil {

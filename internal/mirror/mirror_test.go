@@ -33,6 +33,7 @@ type fakeUpstream struct {
 	calls     map[string]int
 	noDigest  bool // HeadManifest answers without Docker-Content-Digest
 	hang      bool // HeadManifest waits for its context to end
+	budgets   []time.Duration // time left before each HeadManifest's deadline
 }
 
 func newFake() *fakeUpstream {
@@ -71,6 +72,9 @@ func (f *fakeUpstream) HeadManifest(ctx context.Context, repo, ref string) (upst
 	}
 	f.mu.Lock()
 	hang := f.hang
+	if dl, ok := ctx.Deadline(); ok {
+		f.budgets = append(f.budgets, time.Until(dl))
+	}
 	f.mu.Unlock()
 	if hang {
 		<-ctx.Done()
@@ -155,8 +159,9 @@ func newService(t *testing.T, up *fakeUpstream, p Policy) (*Service, *clock) {
 		Blobs:             blobtest.NewMemory(),
 		Index:             idx,
 		Now:               clk.Now,
-		RevalidateTimeout: 50 * time.Millisecond,
+		RevalidateTimeout: 200 * time.Millisecond,
 		DownBackoff:       time.Minute,
+		DownProbeTimeout:  20 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -370,9 +375,9 @@ func TestHeadWithoutDigestFallsBackToGet(t *testing.T) {
 }
 
 // TestHangingUpstreamServesStaleFast: an upstream that accepts but never
-// answers costs one short revalidation deadline, after which stale-able
-// tags are answered from the cache without asking it again until the
-// backoff ends.
+// answers gets the revalidation deadline once; while it is known down, each
+// stale-able tag request gives it only the short probe deadline, and the
+// first request after it recovers gets the fresh answer.
 func TestHangingUpstreamServesStaleFast(t *testing.T) {
 	up := newFake()
 	d := up.pushManifest("app", "v1", []byte(`{"v":1}`))
@@ -390,16 +395,25 @@ func TestHangingUpstreamServesStaleFast(t *testing.T) {
 			t.Fatalf("hanging upstream: %v %+v", err, m)
 		}
 	}
-	if n := up.count("HeadManifest"); n != 1 {
-		t.Fatalf("%d upstream HEADs while it is known down, want 1", n)
-	}
-	// After the backoff, upstream is asked again (and answers).
 	up.mu.Lock()
+	budgets := append([]time.Duration(nil), up.budgets...)
 	up.hang = false
 	up.mu.Unlock()
-	clk.Advance(2 * time.Minute)
+	if len(budgets) != 3 { // the first pull was a GET; then 3 revalidations
+		t.Fatalf("%d HEADs with deadlines, want 3: %v", len(budgets), budgets)
+	}
+	if budgets[0] <= 20*time.Millisecond || budgets[0] > 200*time.Millisecond {
+		t.Errorf("first revalidation deadline %v, want the revalidation timeout", budgets[0])
+	}
+	for _, b := range budgets[1:] {
+		if b > 20*time.Millisecond {
+			t.Errorf("revalidation while down had %v, want at most the probe timeout", b)
+		}
+	}
+	moved := up.pushManifest("app", "v1", []byte(`{"v":2}`))
+	clk.Advance(time.Second) // still within the backoff
 	m, err := s.Manifest(ctx, "example.io", "app", "v1", false)
-	if err != nil || m.Result != ResultRevalidated {
-		t.Fatalf("after the backoff: %v %+v", err, m)
+	if err != nil || m.Digest != moved {
+		t.Fatalf("first request after recovery: %v %+v", err, m)
 	}
 }
