@@ -43,7 +43,8 @@ type Manifest struct {
 	Size      int64
 	// Refs are the digests this manifest references: config and layers of
 	// an image manifest, child manifests of an index, a subject. Used for
-	// repository scoping and, later, eviction.
+	// repository scoping and eviction (a referenced digest is kept while
+	// the manifest is).
 	Refs []digest.Digest
 }
 
@@ -51,6 +52,34 @@ type Manifest struct {
 type Blob struct {
 	Digest digest.Digest
 	Size   int64
+}
+
+// ManifestAccess is a manifest record with the last time it was served, as
+// listed for eviction.
+type ManifestAccess struct {
+	Manifest
+	// LastAccess is the latest time recorded by Touch, or the zero time
+	// when the manifest was never touched.
+	LastAccess time.Time
+}
+
+// BlobAccess is a blob record with the last time it was served, as listed
+// for eviction.
+type BlobAccess struct {
+	Blob
+	// LastAccess is the latest time recorded by Touch, or the zero time
+	// when the blob was never touched.
+	LastAccess time.Time
+}
+
+// Usage totals what the index describes.
+type Usage struct {
+	Manifests int // manifest records
+	Blobs     int // blob records
+	// Bytes is the size of the content described: every digest recorded
+	// as a manifest, a blob or both counts once, since its bytes are one
+	// entry of the blob store.
+	Bytes int64
 }
 
 // Index is the metadata index. All methods are safe for concurrent use.
@@ -83,6 +112,34 @@ type Index interface {
 	// LastAccess returns the last access time of d, or ErrNotFound when d
 	// was never touched.
 	LastAccess(ctx context.Context, d digest.Digest) (time.Time, error)
+
+	// Manifests lists every manifest record with its Refs and last access,
+	// ordered by last access (never touched first), then by digest. It is
+	// one consistent snapshot.
+	Manifests(ctx context.Context) ([]ManifestAccess, error)
+	// Blobs lists every blob record with its last access, ordered like
+	// Manifests. It is one consistent snapshot.
+	Blobs(ctx context.Context) ([]BlobAccess, error)
+	// Usage counts the manifest and blob records and the bytes they
+	// describe.
+	Usage(ctx context.Context) (Usage, error)
+
+	// Evict forgets content ds whose bytes are about to be deleted from
+	// the blob store, keeping every digest that a manifest record outside
+	// the evicted set still references: such a digest, and transitively
+	// everything a kept manifest references, stays with all its records.
+	// For every other digest of ds it removes, in one transaction, the
+	// manifest record with its Refs, the blob record, the tags pointing
+	// to it, its links and its last access — the records Reconcile
+	// removes for absent content. It returns those evicted digests, in the
+	// order of ds and without duplicates; a digest with no records at all
+	// is among them. The caller deletes exactly their bytes, after Evict
+	// returned, so that the index never describes absent content.
+	//
+	// The check runs in the same transaction as the removal, so a manifest
+	// recorded concurrently that shares a layer with an evicted one keeps
+	// that layer.
+	Evict(ctx context.Context, ds ...digest.Digest) (evicted []digest.Digest, err error)
 
 	// Reconcile makes the index agree with the content that exists: present
 	// reports whether a digest's bytes are in the blob store. Manifest and

@@ -18,6 +18,14 @@
 //     the blob record, the tags pointing to it, its links and its last
 //     access. The count is of removed manifest, blob, tag, link and access
 //     records.
+//   - Manifests and Blobs list records with their last access (zero when
+//     never touched), never-touched first, then oldest first, ties by
+//     digest; Refs in the listing are as Manifest returns them.
+//   - Usage counts a digest recorded both as a manifest and as a blob once.
+//   - Evict removes the same records as Reconcile does for absent content,
+//     except for digests a manifest outside the evicted set references
+//     (transitively through kept manifests); it returns what it evicted in
+//     the order asked, once each, including digests that had no records.
 package metatest
 
 import (
@@ -54,6 +62,11 @@ func Run(t *testing.T, newIndex func(t *testing.T) meta.Index) {
 		{"Times", testTimes},
 		{"Reconcile", testReconcile},
 		{"ReconcileAllPresent", testReconcileAllPresent},
+		{"ListManifests", testListManifests},
+		{"ListBlobs", testListBlobs},
+		{"Usage", testUsage},
+		{"Evict", testEvict},
+		{"EvictKeepsReferenced", testEvictKeepsReferenced},
 		{"Concurrent", testConcurrent},
 	}
 	for _, tt := range tests {
@@ -599,6 +612,14 @@ func testConcurrent(t *testing.T, x meta.Index) {
 				report(err)
 				_, err = x.Manifest(ctx, d)
 				report(err)
+				if i%10 == 5 {
+					_, err := x.Manifests(ctx)
+					report(err)
+					_, err = x.Blobs(ctx)
+					report(err)
+					_, err = x.Usage(ctx)
+					report(err)
+				}
 				if i%10 == 0 {
 					_, err := x.Reconcile(ctx, func(digest.Digest) bool { return true })
 					report(err)
@@ -612,6 +633,9 @@ func testConcurrent(t *testing.T, x meta.Index) {
 		t.Error(err)
 	}
 
+	if u, err := x.Usage(ctx); err != nil || u.Manifests != workers*rounds || u.Blobs != workers*rounds {
+		t.Errorf("Usage after concurrent puts = %+v, %v; want %d manifests and blobs", u, err, workers*rounds)
+	}
 	total := 0
 	for r := range 4 {
 		ts, err := x.Tags(ctx, "u", fmt.Sprint("repo", r))

@@ -24,7 +24,7 @@ func TestPragmas(t *testing.T) {
 		{x.w, "foreign_keys", "1"},
 		{x.w, "busy_timeout", "5000"},
 		{x.w, "query_only", "0"},
-		{x.w, "user_version", "1"},
+		{x.w, "user_version", "2"},
 		{x.r, "journal_mode", "wal"},
 		{x.r, "foreign_keys", "1"},
 		{x.r, "busy_timeout", "5000"},
@@ -43,8 +43,8 @@ func TestPragmas(t *testing.T) {
 			t.Errorf("%s: PRAGMA %s = %s, want %s", which, tt.pragma, got, tt.want)
 		}
 	}
-	if n := len(migrations()); n != 1 {
-		t.Errorf("the user_version row above assumes 1 migration, there are %d; update it", n)
+	if n := len(migrations()); n != 2 {
+		t.Errorf("the user_version row above assumes 2 migrations, there are %d; update it", n)
 	}
 }
 
@@ -101,4 +101,51 @@ func userVersion(ctx context.Context, t *testing.T, db *sql.DB) int {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// A database of schema version 1 (before the refs index) is upgraded in
+// place and keeps its records.
+func TestUpgradeFromVersion1(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "index.db")
+	wdsn, err := dsn(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", wdsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	if err := migrate(ctx, db, migrations()[:1]); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO manifests VALUES ('sha256:m', 'm', 10)`,
+		`INSERT INTO manifest_refs VALUES ('sha256:m', 0, 'sha256:l')`,
+		`INSERT INTO blobs VALUES ('sha256:l', 20)`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	x, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	if v := userVersion(ctx, t, x.w); v != len(migrations()) {
+		t.Errorf("user_version after upgrade = %d, want %d", v, len(migrations()))
+	}
+	// The layer is referenced, so evicting it alone keeps it.
+	if got, err := x.Evict(ctx, "sha256:l"); err != nil || len(got) != 0 {
+		t.Errorf("Evict of a referenced layer = %v, %v; want nothing", got, err)
+	}
+	if u, err := x.Usage(ctx); err != nil || u.Bytes != 30 {
+		t.Errorf("Usage after upgrade = %+v, %v; want 30 bytes", u, err)
+	}
 }

@@ -64,6 +64,10 @@ CREATE TABLE access (
 	at     INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 `,
+		// 2: Evict asks which manifests reference a digest.
+		`
+CREATE INDEX manifest_refs_by_ref ON manifest_refs (ref);
+`,
 	}
 }
 

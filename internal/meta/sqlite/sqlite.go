@@ -397,39 +397,8 @@ func (x *Index) Reconcile(ctx context.Context, present func(digest.Digest) bool)
 		if err != nil {
 			return err
 		}
-		var stmts []*sql.Stmt
-		defer func() {
-			for _, s := range stmts {
-				s.Close()
-			}
-		}()
-		for _, q := range []string{
-			`DELETE FROM manifests WHERE digest = ?`,
-			`DELETE FROM blobs WHERE digest = ?`,
-			`DELETE FROM tags WHERE digest = ?`,
-			`DELETE FROM links WHERE digest = ?`,
-			`DELETE FROM access WHERE digest = ?`,
-		} {
-			s, err := tx.PrepareContext(ctx, q)
-			if err != nil {
-				return err
-			}
-			stmts = append(stmts, s)
-		}
-		for _, d := range absent {
-			for _, s := range stmts {
-				res, err := s.ExecContext(ctx, d)
-				if err != nil {
-					return err
-				}
-				n, err := res.RowsAffected()
-				if err != nil {
-					return err
-				}
-				removed += int(n)
-			}
-		}
-		return nil
+		removed, err = forget(ctx, tx, absent)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: reconcile: %w", err)
