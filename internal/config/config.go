@@ -104,6 +104,12 @@ type Config struct {
 
 	// Fetch bounds the requests wharf makes to upstreams.
 	Fetch Fetch `yaml:"fetch"`
+
+	// Cache bounds the size and age of the cache. Content beyond the
+	// bounds is evicted in the background, least recently pulled first,
+	// never while it is being served or fetched (see package gc for the
+	// rule).
+	Cache Cache `yaml:"cache"`
 }
 
 // Upstream is one registry wharf mirrors.
@@ -197,6 +203,30 @@ type Fetch struct {
 	Retries int `yaml:"retries"`
 }
 
+// Cache bounds the size and age of the cache.
+type Cache struct {
+	// MaxSize is the most the cached content (manifests and blobs) may
+	// take, in bytes or with a unit: "200GiB", "500GB" (see ByteSize).
+	// When a collection finds more, it evicts the least recently pulled
+	// images until the cache is at 90% of MaxSize, so that the next pulls
+	// do not trigger eviction again at once. Content in use is never
+	// evicted, so the cache can exceed MaxSize while it is being pulled.
+	// 0 (or empty) means unbounded. Default 0.
+	// Environment: WHARF_CACHE_MAX_SIZE.
+	MaxSize ByteSize `yaml:"max_size"`
+
+	// MaxAge evicts content not pulled for this long (an image counts as
+	// pulled when its manifest, or a child manifest of an index, was
+	// served). 0 keeps content regardless of age. Default 0.
+	// Environment: WHARF_CACHE_MAX_AGE.
+	MaxAge Duration `yaml:"max_age"`
+
+	// GCInterval is how often the cache is checked against MaxSize and
+	// MaxAge in the background; eviction runs only when one of them is
+	// set. Must be > 0. Default 10m.
+	GCInterval Duration `yaml:"gc_interval"`
+}
+
 // Default returns the zero-config configuration: a new value on every call.
 func Default() *Config {
 	return &Config{
@@ -215,6 +245,9 @@ func Default() *Config {
 			ConnectTimeout: Duration(10 * time.Second),
 			HeaderTimeout:  Duration(30 * time.Second),
 			Retries:        2,
+		},
+		Cache: Cache{
+			GCInterval: Duration(10 * time.Minute),
 		},
 	}
 }

@@ -175,6 +175,9 @@ func TestExample(t *testing.T) {
 	if !c.Upstreams["mcr.microsoft.com"].Disabled {
 		t.Error("mcr.microsoft.com is not disabled")
 	}
+	if want := (Cache{MaxSize: 200 << 30, MaxAge: Duration(30 * day), GCInterval: Duration(5 * time.Minute)}); c.Cache != want {
+		t.Errorf("cache = %+v, want %+v", c.Cache, want)
+	}
 
 	// Every key of Config, Fetch and Upstream appears in the file.
 	var doc yaml.Node
@@ -194,6 +197,7 @@ func TestExample(t *testing.T) {
 	}
 	collect("", root)
 	collect("fetch.", mappingValue(root, "fetch"))
+	collect("cache.", mappingValue(root, "cache"))
 	ups := mappingValue(root, "upstreams")
 	for i := 1; i < len(ups.Content); i += 2 {
 		collect("upstream.", ups.Content[i])
@@ -204,6 +208,11 @@ func TestExample(t *testing.T) {
 		}
 	}
 	for _, k := range yamlKeys(reflect.TypeFor[Fetch](), "fetch.") {
+		if !seen[k] {
+			t.Errorf("example.yaml does not set %s", k)
+		}
+	}
+	for _, k := range yamlKeys(reflect.TypeFor[Cache](), "cache.") {
 		if !seen[k] {
 			t.Errorf("example.yaml does not set %s", k)
 		}

@@ -18,6 +18,8 @@ import (
 //	WHARF_DEFAULT_UPSTREAM  default_upstream; empty disables default routing
 //	WHARF_TAG_TTL           tag_ttl (duration, e.g. "5m")
 //	WHARF_MAX_STALE         max_stale (duration, e.g. "7d")
+//	WHARF_CACHE_MAX_SIZE    cache.max_size (size, e.g. "200GiB"; 0 or empty: unbounded)
+//	WHARF_CACHE_MAX_AGE     cache.max_age (duration, e.g. "30d"; 0: never)
 //	WHARF_UPSTREAMS         comma-separated NAME=URL list, like --upstream
 //	WHARF_UPSTREAM_<NAME>_URL       url of upstream <NAME> (enables it)
 //	WHARF_UPSTREAM_<NAME>_USERNAME  username of upstream <NAME>
@@ -73,6 +75,11 @@ func envSettings() []envSetting {
 			return nil
 		}
 	}
+	size := func(p func(*Config) *ByteSize) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			return p(c).UnmarshalText([]byte(v))
+		}
+	}
 	return []envSetting{
 		{EnvVar{EnvPrefix + "LISTEN", `Address (host:port) of the registry API, the listen setting; e.g. ":5000".`},
 			str(func(c *Config) *string { return &c.Listen }, checkListen)},
@@ -90,6 +97,10 @@ func envSettings() []envSetting {
 			dur(func(c *Config) *Duration { return &c.TagTTL })},
 		{EnvVar{EnvPrefix + "MAX_STALE", `How long after upstream last confirmed it a cached tag may still be served while the upstream fails, for every upstream without its own max_stale; e.g. "7d".`},
 			dur(func(c *Config) *Duration { return &c.MaxStale })},
+		{EnvVar{EnvPrefix + "CACHE_MAX_SIZE", `Most the cache may hold before the least recently pulled images are evicted, the cache.max_size setting; bytes or a size such as "200GiB" or "500GB"; 0 or empty is unbounded.`},
+			size(func(c *Config) *ByteSize { return &c.Cache.MaxSize })},
+		{EnvVar{EnvPrefix + "CACHE_MAX_AGE", `Evict content not pulled for this long, the cache.max_age setting; e.g. "30d"; 0 keeps content regardless of age.`},
+			dur(func(c *Config) *Duration { return &c.Cache.MaxAge })},
 		{EnvVar{EnvPrefix + "UPSTREAMS", `Comma-separated NAME=URL list setting upstream URLs, adding and enabling upstreams as needed, like --upstream; e.g. "docker.io=http://127.0.0.1:5001,myreg.example:5000=https://myreg.example:5000".`},
 			applyUpstreamList},
 	}

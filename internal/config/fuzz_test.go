@@ -32,6 +32,9 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("upstreams: [1, 2]\nfetch: 3\n"), ",,=,", "-7d")
 	f.Add([]byte("a: &a [*a]\n"), "", "")
 	f.Add([]byte("---\n---\n"), "", "")
+	f.Add([]byte("cache: {max_size: 1.5TiB, max_age: 30d, gc_interval: 1m}\n"), "", "")
+	f.Add([]byte("cache: {max_size: \"\", max_age: 0, gc_interval: 0s}\n"), "", "")
+	f.Add([]byte("cache: {max_size: 1234}\n"), "", "")
 
 	f.Fuzz(func(t *testing.T, data []byte, upstreamsEnv, ttlEnv string) {
 		c := Default()

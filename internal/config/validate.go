@@ -100,6 +100,12 @@ func (c *Config) Validate() error {
 		add(invalid("fetch.retries", "%d is out of range 0..%d", c.Fetch.Retries, maxRetries))
 	}
 
+	if c.Cache.MaxSize < 0 {
+		add(invalid("cache.max_size", "%d must not be negative", int64(c.Cache.MaxSize)))
+	}
+	add(checkNonNegative("cache.max_age", c.Cache.MaxAge))
+	add(checkPositive("cache.gc_interval", c.Cache.GCInterval))
+
 	names := make([]string, 0, len(c.Upstreams))
 	for name := range c.Upstreams {
 		names = append(names, name)

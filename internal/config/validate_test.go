@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -99,6 +100,21 @@ func TestValidate(t *testing.T) {
 				`upstreams["ghcr.io"].tag_ttl: -1ns must not be negative`,
 				`upstreams["ghcr.io"].max_stale: -1ns must not be negative`,
 			},
+		},
+		{
+			name: "cache bounds",
+			change: func(c *Config) {
+				c.Cache = Cache{MaxSize: -1, MaxAge: Duration(-day), GCInterval: 0}
+			},
+			want: []string{
+				`cache.max_size: -1 must not be negative`,
+				`cache.max_age: -1d must not be negative`,
+				`cache.gc_interval: 0s must be greater than 0`,
+			},
+		},
+		{
+			name:   "unbounded cache",
+			change: func(c *Config) { c.Cache = Cache{MaxSize: 0, MaxAge: 0, GCInterval: Duration(time.Second)} },
 		},
 		{
 			name:   "negative retries",
