@@ -67,6 +67,8 @@ type Blob struct {
 	s    *Service
 	file blob.Reader
 	fill *fill
+
+	upstream string // as requested, for metrics
 }
 
 // OpenBlob opens blob d of repo on upstream up. On a miss it starts (or
@@ -120,7 +122,7 @@ func (s *Service) OpenBlob(ctx context.Context, up, repo string, d digest.Digest
 	if !started {
 		res = ResultJoined
 	}
-	return &Blob{Digest: d, Size: f.size, Result: res, s: s, fill: f}, nil
+	return &Blob{Digest: d, Size: f.size, Result: res, s: s, upstream: u.name, fill: f}, nil
 }
 
 // openCommitted opens a committed blob for u/repo; the error wraps
@@ -135,7 +137,7 @@ func (s *Service) openCommitted(ctx context.Context, u *upstreamState, repo stri
 		return nil, err
 	}
 	s.access.touch(d)
-	return &Blob{Digest: d, Size: size, Result: res, s: s, file: r}, nil
+	return &Blob{Digest: d, Size: size, Result: res, s: s, upstream: u.name, file: r}, nil
 }
 
 // Close releases the blob.
@@ -156,9 +158,9 @@ func (b *Blob) WriteRange(ctx context.Context, dst io.Writer, start, n int64) er
 		return fmt.Errorf("range %d+%d outside blob of %d bytes", start, n, b.Size)
 	}
 	if b.file != nil {
-		return copyFile(dst, b.file, start, n)
+		return copyFile(b.s.served(dst, b.upstream, true), b.file, start, n)
 	}
-	return b.fill.copyRange(ctx, b.s, dst, start, n)
+	return b.fill.copyRange(ctx, b.s, b.s.served(dst, b.upstream, false), start, n)
 }
 
 // copyFile copies a section of a committed file. io.Copy from an
@@ -309,6 +311,7 @@ func (s *Service) runFill(ctx context.Context, u *upstreamState, f *fill) (err e
 				return werr
 			}
 			f.advance(n)
+			s.obs.UpstreamBytes(u.name, int64(n))
 		}
 		if rerr == io.EOF {
 			break
@@ -359,7 +362,7 @@ func (f *fill) copyRange(ctx context.Context, s *Service, dst io.Writer, start, 
 			if err != nil {
 				return fmt.Errorf("open committed blob: %w", err)
 			}
-			err = copyFile(dst, r, off, end-off)
+			err = copyFile(servedFromCache(dst), r, off, end-off)
 			r.Close()
 			return err
 		}

@@ -285,6 +285,7 @@ func (s *Service) storeManifest(ctx context.Context, u *upstreamState, repo stri
 	if err := w.Commit(ctx); err != nil {
 		return fmt.Errorf("store manifest: %w", err)
 	}
+	s.obs.UpstreamBytes(u.name, int64(len(body)))
 	mt := desc.MediaType
 	if mt == "" {
 		mt = mediaTypeOf(body)

@@ -95,6 +95,8 @@ type Config struct {
 	DownProbeTimeout time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Observer, when set, is told the bytes served and fetched (metrics).
+	Observer Observer
 }
 
 // Errors returned by the Service. Upstream failures are returned as the
@@ -118,6 +120,7 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 	timeout time.Duration
+	obs     Observer
 
 	revalidateTimeout time.Duration
 	downBackoff       time.Duration
@@ -175,6 +178,7 @@ func New(cfg Config) (*Service, error) {
 		log:     cfg.Logger,
 		now:     cfg.Now,
 		timeout: cfg.FetchTimeout,
+		obs:     observerOrNop(cfg.Observer),
 		fills:   make(map[digest.Digest]*fill),
 	}
 	if s.log == nil {

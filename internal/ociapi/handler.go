@@ -33,6 +33,8 @@ type Config struct {
 	Routes *route.Table
 	Mirror *mirror.Service
 	Logger *slog.Logger
+	// Observer, when set, is told about every request (metrics).
+	Observer Observer
 }
 
 // Handler serves the registry API.
@@ -40,6 +42,7 @@ type Handler struct {
 	routes *route.Table
 	mirror *mirror.Service
 	log    *slog.Logger
+	obs    Observer
 }
 
 // New returns the registry API handler.
@@ -48,7 +51,7 @@ func New(cfg Config) *Handler {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{routes: cfg.Routes, mirror: cfg.Mirror, log: l}
+	return &Handler{routes: cfg.Routes, mirror: cfg.Mirror, log: l, obs: cfg.Observer}
 }
 
 // request is what the request log records about one request.
@@ -76,6 +79,7 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.logRequest(r, w, &req, start, ae, aborted)
+	h.observe(w, &req, start, ae != nil)
 	if aborted {
 		// Headers (and maybe part of the body) are out: the only honest
 		// thing left is to cut the connection so the client sees a

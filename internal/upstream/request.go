@@ -193,7 +193,7 @@ func (c *Client) exchange(ctx context.Context, r request, method string, u *url.
 		}
 	}
 	for try := 0; ; try++ {
-		resp, err := c.send(ctx, method, u, r.header, cur.header)
+		resp, err := c.sendObserved(ctx, r.path, method, u, r.header, cur.header)
 		if err != nil {
 			return nil, err
 		}

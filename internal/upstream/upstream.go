@@ -99,6 +99,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Observer, when set, is told about every HTTP exchange (metrics).
+	Observer Observer
 }
 
 // Client talks to one upstream registry. It is safe for concurrent use.
@@ -116,6 +118,7 @@ type Client struct {
 	backoff   time.Duration // first retry delay; tests shorten it
 	log       *slog.Logger
 	now       func() time.Time
+	observer  Observer
 
 	mu         sync.Mutex
 	challenges map[string]challenge // by origin of the challenging host
@@ -168,6 +171,7 @@ func New(cfg Config) (*Client, error) {
 		backoff:    firstBackoff,
 		log:        cfg.Logger,
 		now:        cfg.Now,
+		observer:   cfg.Observer,
 		challenges: map[string]challenge{},
 	}
 	if c.name == "" {
@@ -200,7 +204,7 @@ func New(cfg Config) (*Client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	c.tokens = auth.NewCache(auth.Config{
-		Transport:     transport,
+		Transport:     c.observeTokens(transport),
 		UserAgent:     c.userAgent,
 		AllowedRealms: slices.Clone(cfg.TokenRealms),
 		Now:           c.now,
