@@ -49,6 +49,8 @@ type Instance struct {
 	mirror *mirror.Service
 	api    http.Handler
 	admin  http.Handler
+
+	metricsHandler http.Handler // GET /metrics on the admin listener
 }
 
 // New opens the cache in cfg.DataDir and builds the handlers. cfg must be
@@ -77,6 +79,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	if err := reconcile(ctx, blobs, index, log); err != nil {
 		return nil, err
 	}
+	mets, metricsHandler := newMetrics()
+	watchCache(mets, index)
 
 	routes, err := route.NewTable(cfg.DefaultUpstream, routeEntries(cfg))
 	if err != nil {
@@ -101,10 +105,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 			Retries:        cfg.Fetch.Retries,
 			UserAgent:      ua,
 			Logger:         log.With("upstream", name),
+			Observer:       mets,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
+		watchRateLimit(mets, name, client)
 		ups = append(ups, mirror.UpstreamConfig{
 			Name:   name,
 			Client: client,
@@ -121,12 +127,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 		Index:        index,
 		Logger:       log,
 		FetchTimeout: cfg.Fetch.Timeout.Std(),
+		Observer:     mets,
 	})
 	if err != nil {
 		return nil, err
 	}
 	inst = &Instance{cfg: cfg, log: log, blobs: blobs, index: index, mirror: m}
-	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log})
+	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets})
+	inst.metricsHandler = metricsHandler
 	inst.admin = inst.adminHandler()
 	return inst, nil
 }
@@ -182,7 +190,7 @@ func reconcile(ctx context.Context, blobs blob.Store, index meta.Index, log *slo
 // Handler is the registry API.
 func (i *Instance) Handler() http.Handler { return i.api }
 
-// AdminHandler serves /healthz and /readyz.
+// AdminHandler serves /healthz, /readyz and /metrics.
 func (i *Instance) AdminHandler() http.Handler { return i.admin }
 
 func (i *Instance) adminHandler() http.Handler {
@@ -199,6 +207,7 @@ func (i *Instance) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /metrics", i.metricsHandler)
 	return mux
 }
 
