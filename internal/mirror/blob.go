@@ -33,6 +33,11 @@ func (s *Service) StatBlob(ctx context.Context, up, repo string, d digest.Digest
 	if err != nil {
 		return 0, "", err
 	}
+	unpin, err := s.inuse.pin(ctx, d)
+	if err != nil {
+		return 0, "", err
+	}
+	defer unpin()
 	size, err := s.blobs.Stat(ctx, d)
 	if err == nil {
 		if err := s.linkedOrConfirmed(ctx, u, repo, d, s.headBlob(u, repo, d)); err != nil {
@@ -68,17 +73,33 @@ type Blob struct {
 	file blob.Reader
 	fill *fill
 
+	// unpin releases the in-use pin OpenBlob took (inuse.go).
+	unpin func()
+
 	upstream string // as requested, for metrics
 }
 
 // OpenBlob opens blob d of repo on upstream up. On a miss it starts (or
 // joins) the one shared upstream fetch of d and returns as soon as the size
 // is known; the bytes are then streamed by WriteRange as they arrive.
-func (s *Service) OpenBlob(ctx context.Context, up, repo string, d digest.Digest) (*Blob, error) {
+func (s *Service) OpenBlob(ctx context.Context, up, repo string, d digest.Digest) (b *Blob, err error) {
 	u, err := s.upstream(up)
 	if err != nil {
 		return nil, err
 	}
+	// Pinned until Close, so that eviction never deletes a blob while it
+	// is served.
+	unpin, err := s.inuse.pin(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unpin()
+			return
+		}
+		b.unpin = unpin
+	}()
 	if b, err := s.openCommitted(ctx, u, repo, d, ResultHit); !errors.Is(err, blob.ErrNotFound) {
 		return b, err
 	}
@@ -142,6 +163,10 @@ func (s *Service) openCommitted(ctx context.Context, u *upstreamState, repo stri
 
 // Close releases the blob.
 func (b *Blob) Close() error {
+	if b.unpin != nil {
+		defer b.unpin()
+		b.unpin = nil
+	}
 	if b.file != nil {
 		return b.file.Close()
 	}
@@ -249,9 +274,11 @@ func (s *Service) startOrJoinFill(u *upstreamState, repo string, d digest.Digest
 		wake: make(chan struct{}), doneCh: make(chan struct{}),
 	}
 	s.fills[d] = f
+	s.inuse.hold(d) // the fill keeps d in use until it is committed and indexed
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		defer s.inuse.unpin(d)
 		ctx, cancel := s.detached(s.timeout)
 		defer cancel()
 		err := s.runFill(ctx, u, f)

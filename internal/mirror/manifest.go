@@ -65,6 +65,11 @@ func (s *Service) Manifest(ctx context.Context, up, repo, ref string, withBody b
 }
 
 func (s *Service) manifestByDigest(ctx context.Context, u *upstreamState, repo string, d digest.Digest, withBody bool) (*Manifest, error) {
+	unpin, err := s.inuse.pin(ctx, d) // from the cache check to the access record
+	if err != nil {
+		return nil, err
+	}
+	defer unpin()
 	m, err := s.cachedManifest(ctx, d, withBody)
 	if err == nil {
 		confirm := func(ctx context.Context) error {
@@ -238,6 +243,11 @@ func (s *Service) manifestCached(ctx context.Context, d digest.Digest) bool {
 // cachedManifest loads manifest d from the cache; the error wraps
 // meta.ErrNotFound or blob.ErrNotFound when it is not cached.
 func (s *Service) cachedManifest(ctx context.Context, d digest.Digest, withBody bool) (*Manifest, error) {
+	unpin, err := s.inuse.pin(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer unpin()
 	rec, err := s.index.Manifest(ctx, d)
 	if err != nil {
 		return nil, err
@@ -273,6 +283,11 @@ func (s *Service) storeManifest(ctx context.Context, u *upstreamState, repo stri
 	if got := digest.FromBytes(body); desc.Digest.Algorithm() == digest.SHA256 && got != desc.Digest {
 		return fmt.Errorf("%w: manifest body is %s, expected %s", upstream.ErrDigestMismatch, got, desc.Digest)
 	}
+	unpin, err := s.inuse.pin(ctx, desc.Digest)
+	if err != nil {
+		return err
+	}
+	defer unpin()
 	refs := manifestRefs(body)
 	w, err := s.blobs.Create(ctx, desc.Digest, int64(len(body)))
 	if err != nil {

@@ -20,6 +20,9 @@
 //     repository (linked in the index) or upstream confirms that the
 //     repository has it, so the cache never hands content across
 //     repositories.
+//   - Content being served, fetched or stored is pinned (inuse.go):
+//     eviction reserves content before deleting it, never reserves pinned
+//     content, and requests for reserved content wait until it is gone.
 package mirror
 
 import (
@@ -134,6 +137,7 @@ type Service struct {
 
 	access *accessLog
 	links  linkCache
+	inuse  inUse // what eviction must not delete; see inuse.go
 
 	// bg tracks goroutines the Service owns (fills, the access flusher).
 	bg       sync.WaitGroup
@@ -286,9 +290,9 @@ func (s *Service) linkedOrConfirmed(ctx context.Context, u *upstreamState, repo 
 }
 
 // linkCache remembers links confirmed in the index, so that a cache hit
-// does not query the index every time. Links are only ever added while the
-// process runs, so a remembered link stays true; the set is bounded by
-// starting over when it is full.
+// does not query the index every time. Links are removed only with evicted
+// content, and eviction resets the set (Reserve), so a remembered link stays
+// true; the set is bounded by starting over when it is full.
 type linkCache struct {
 	mu  sync.RWMutex
 	set map[string]struct{}
