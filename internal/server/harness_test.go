@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wharf-mirror/wharf/internal/config"
+	"github.com/wharf-mirror/wharf/internal/gc"
 	"github.com/wharf-mirror/wharf/internal/registrytest"
 	"github.com/wharf-mirror/wharf/internal/server"
 )
@@ -45,11 +46,15 @@ type harness struct {
 	srv     *httptest.Server
 	client  *http.Client
 	dataDir string
+
+	onCollect func(gc.Report, error) // see harnessOptions
 }
 
 type harnessOptions struct {
 	hub, ghcr, k8s registrytest.Options
 	configure      func(*config.Config)
+	// onCollect receives the report of every eviction run.
+	onCollect func(gc.Report, error)
 }
 
 func defaultOptions() harnessOptions {
@@ -69,6 +74,8 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		k8s:     registrytest.New(t, o.k8s),
 		myreg:   registrytest.New(t, registrytest.Options{}),
 		dataDir: t.TempDir(),
+
+		onCollect: o.onCollect,
 	}
 	cfg := config.Default()
 	cfg.DataDir = h.dataDir
@@ -99,7 +106,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
-	inst, err := server.New(context.Background(), h.cfg, server.Options{Logger: testLogger(h.t)})
+	inst, err := server.New(context.Background(), h.cfg, server.Options{Logger: testLogger(h.t), OnCollect: h.onCollect})
 	if err != nil {
 		h.t.Fatalf("server.New: %v", err)
 	}

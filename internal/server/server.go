@@ -2,7 +2,8 @@
 // the cache (blob store and index) in the data directory, makes the index
 // agree with the blob files, builds the routing table, one upstream client
 // per configured registry and the mirror, and serves the registry API and
-// the admin endpoints.
+// the admin endpoints; it runs cache eviction in the background when the
+// cache is bounded.
 //
 // It is the only place where the packages meet; cmd/wharf parses flags and
 // calls it, and integration tests use it to run a real wharf in-process.
@@ -25,6 +26,7 @@ import (
 	"github.com/wharf-mirror/wharf/internal/blob"
 	"github.com/wharf-mirror/wharf/internal/blob/fsstore"
 	"github.com/wharf-mirror/wharf/internal/config"
+	"github.com/wharf-mirror/wharf/internal/gc"
 	"github.com/wharf-mirror/wharf/internal/meta"
 	"github.com/wharf-mirror/wharf/internal/meta/sqlite"
 	"github.com/wharf-mirror/wharf/internal/mirror"
@@ -38,6 +40,9 @@ type Options struct {
 	Logger    *slog.Logger
 	Version   string            // reported in the User-Agent sent upstream
 	Transport http.RoundTripper // upstream transport override (tests); nil = default
+	// OnCollect, when set, is called after every eviction run, background
+	// or on demand (Collect), with its report and error.
+	OnCollect func(gc.Report, error)
 }
 
 // Instance is a running wharf: cache opened, handlers built.
@@ -51,6 +56,8 @@ type Instance struct {
 	admin  http.Handler
 
 	metricsHandler http.Handler // GET /metrics on the admin listener
+
+	gc *collector // eviction: the collector and its background loop (gc.go)
 }
 
 // New opens the cache in cfg.DataDir and builds the handlers. cfg must be
@@ -136,6 +143,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets})
 	inst.metricsHandler = metricsHandler
 	inst.admin = inst.adminHandler()
+	if err := inst.startGC(opts.OnCollect); err != nil {
+		m.Close()
+		return nil, err
+	}
 	return inst, nil
 }
 
@@ -275,7 +286,9 @@ func (i *Instance) newHTTPServer(h http.Handler) *http.Server {
 	}
 }
 
-// Close stops the mirror (cancelling shared fetches) and closes the index.
+// Close stops eviction and the mirror (cancelling shared fetches) and
+// closes the index.
 func (i *Instance) Close() error {
+	i.stopGC()
 	return errors.Join(i.mirror.Close(), i.index.Close())
 }
