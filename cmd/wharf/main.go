@@ -79,7 +79,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard) // errors are printed as one line below
 	fs.StringVar(&f.configFile, "config", os.Getenv(config.EnvPrefix+"CONFIG"), "YAML configuration `file` (env WHARF_CONFIG)")
 	fs.StringVar(&f.listen, "listen", "", "registry API listen `address` (default :5000)")
-	fs.StringVar(&f.adminListen, "admin-listen", "", "admin endpoints listen `address` (default 127.0.0.1:5080)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "admin listener `address`: /healthz, /readyz, /metrics (default 127.0.0.1:5080)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "cache `directory` (default ./data)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json, text or auto: text on a terminal (default auto)")

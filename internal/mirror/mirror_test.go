@@ -31,8 +31,8 @@ type fakeUpstream struct {
 	bodies    map[digest.Digest]io.ReadCloser // if set, GetBlob returns this once
 	fail      error
 	calls     map[string]int
-	noDigest  bool // HeadManifest answers without Docker-Content-Digest
-	hang      bool // HeadManifest waits for its context to end
+	noDigest  bool            // HeadManifest answers without Docker-Content-Digest
+	hang      bool            // HeadManifest waits for its context to end
 	budgets   []time.Duration // time left before each HeadManifest's deadline
 }
 
