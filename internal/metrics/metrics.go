@@ -70,6 +70,10 @@ type Metrics struct {
 	upstreamErrors    *prometheus.CounterVec   // upstream, kind
 	upstreamThrottled *prometheus.CounterVec   // upstream
 
+	evictionRuns *prometheus.CounterVec // result
+	evictedBytes prometheus.Counter
+	evictedItems *prometheus.CounterVec // kind
+
 	cache      *cacheCollector
 	rateLimits *rateLimitCollector
 }
@@ -136,6 +140,19 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Upstream responses with status 429 Too Many Requests.",
 		}, []string{"upstream"}),
 
+		evictionRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wharf_eviction_runs_total",
+			Help: "Cache eviction runs, background or on demand, by result (ok or error).",
+		}, []string{"result"}),
+		evictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wharf_evicted_bytes_total",
+			Help: "Bytes of content deleted by cache eviction.",
+		}),
+		evictedItems: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wharf_evicted_items_total",
+			Help: "Manifests and blobs deleted by cache eviction, by kind (manifest or blob).",
+		}, []string{"kind"}),
+
 		cache:      newCacheCollector(),
 		rateLimits: newRateLimitCollector(),
 	}
@@ -144,9 +161,26 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.cacheHits, m.cacheMisses, m.staleServes, m.coalescedWaiters,
 		m.bytesServed, m.upstreamBytes,
 		m.upstreamRequests, m.upstreamDuration, m.upstreamErrors, m.upstreamThrottled,
+		m.evictionRuns, m.evictedBytes, m.evictedItems,
 		m.cache, m.rateLimits,
 	)
 	return m
+}
+
+// Eviction records one cache eviction run: what it deleted, or that it
+// failed (what it deleted before failing still counts).
+func (m *Metrics) Eviction(manifests, blobs int, bytes int64, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.evictionRuns.WithLabelValues(result).Inc()
+	m.evictedBytes.Add(float64(bytes))
+	m.evictedItems.WithLabelValues(kindManifest).Add(float64(manifests))
+	m.evictedItems.WithLabelValues(kindBlob).Add(float64(blobs))
 }
 
 // NewRegistry returns a registry holding the Go runtime and process

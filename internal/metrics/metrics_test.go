@@ -260,6 +260,7 @@ func allFamilies(t *testing.T) map[string]dto.MetricType {
 	m.UpstreamRequest("docker.io", "blob", 0, time.Millisecond, errors.New("reset"))
 	m.WatchRateLimit("docker.io", func() (int, int) { return 100, 99 })
 	m.WatchCache(func(context.Context) (CacheUsage, error) { return CacheUsage{Blobs: 1}, nil })
+	m.Eviction(1, 1, 1, nil)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -284,6 +285,9 @@ func TestMetricNamesAndLabels(t *testing.T) {
 		"wharf_coalesced_waiters_total",
 		"wharf_dockerhub_ratelimit_limit",
 		"wharf_dockerhub_ratelimit_remaining",
+		"wharf_evicted_bytes_total",
+		"wharf_evicted_items_total",
+		"wharf_eviction_runs_total",
 		"wharf_request_duration_seconds",
 		"wharf_requests_total",
 		"wharf_stale_serves_total",
@@ -315,4 +319,27 @@ func TestMetricNamesAndLabels(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestEviction(t *testing.T) {
+	m := New(prometheus.NewRegistry())
+	m.Eviction(2, 5, 1000, nil)
+	m.Eviction(1, 0, 10, errors.New("disk"))
+	for _, c := range []struct {
+		got  float64
+		want float64
+		what string
+	}{
+		{testutil.ToFloat64(m.evictionRuns.WithLabelValues("ok")), 1, "ok runs"},
+		{testutil.ToFloat64(m.evictionRuns.WithLabelValues("error")), 1, "failed runs"},
+		{testutil.ToFloat64(m.evictedBytes), 1010, "bytes"},
+		{testutil.ToFloat64(m.evictedItems.WithLabelValues("manifest")), 3, "manifests"},
+		{testutil.ToFloat64(m.evictedItems.WithLabelValues("blob")), 5, "blobs"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %v, want %v", c.what, c.got, c.want)
+		}
+	}
+	var nilMetrics *Metrics
+	nilMetrics.Eviction(1, 1, 1, nil)
 }

@@ -143,7 +143,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets})
 	inst.metricsHandler = metricsHandler
 	inst.admin = inst.adminHandler()
-	if err := inst.startGC(opts.OnCollect); err != nil {
+	observeGC := func(r gc.Report, err error) {
+		mets.Eviction(r.Manifests, r.Blobs, r.Bytes, err)
+		if opts.OnCollect != nil {
+			opts.OnCollect(r, err)
+		}
+	}
+	if err := inst.startGC(observeGC); err != nil {
 		m.Close()
 		return nil, err
 	}
