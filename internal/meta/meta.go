@@ -88,6 +88,9 @@ type Index interface {
 	Tag(ctx context.Context, upstream, repo, name string) (Tag, error)
 	// PutTag creates or replaces a tag mapping.
 	PutTag(ctx context.Context, t Tag) error
+	// DeleteTag removes the mapping of upstream/repo:name (upstream said
+	// the tag is gone). Deleting a missing tag is not an error.
+	DeleteTag(ctx context.Context, upstream, repo, name string) error
 	// Tags lists cached tags of one repository, sorted by name.
 	Tags(ctx context.Context, upstream, repo string) ([]Tag, error)
 

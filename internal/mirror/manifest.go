@@ -140,6 +140,13 @@ func (s *Service) manifestByTag(ctx context.Context, u *upstreamState, repo, tag
 	})
 	if err != nil {
 		if upstream.IsNotFound(err) {
+			// The tag is gone upstream: forget the mapping, so that a
+			// later upstream failure cannot bring it back as stale.
+			if cached {
+				if derr := s.index.DeleteTag(ctx, u.name, repo, tag); derr != nil {
+					s.log.LogAttrs(ctx, slogWarn, "forgetting a deleted tag failed", attrUpstream(u.name), attrRepo(repo), attrRef(tag), attrErr(derr))
+				}
+			}
 			u.rememberNotFound(repo, tag, now)
 			return nil, notFoundAs(err)
 		}

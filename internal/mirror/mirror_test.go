@@ -417,3 +417,26 @@ func TestHangingUpstreamServesStaleFast(t *testing.T) {
 		t.Fatalf("first request after recovery: %v %+v", err, m)
 	}
 }
+
+// TestTagDeletedUpstreamIsForgotten: after upstream answers 404 for a cached
+// tag, an upstream outage does not bring the old mapping back as stale.
+func TestTagDeletedUpstreamIsForgotten(t *testing.T) {
+	up := newFake()
+	up.pushManifest("app", "v1", []byte(`{"v":1}`))
+	s, clk := newService(t, up, Policy{MaxStale: time.Hour, NegativeTTL: time.Second})
+	ctx := context.Background()
+	if _, err := s.Manifest(ctx, "example.io", "app", "v1", false); err != nil {
+		t.Fatal(err)
+	}
+	up.mu.Lock()
+	delete(up.manifests, "app@v1")
+	up.mu.Unlock()
+	if _, err := s.Manifest(ctx, "example.io", "app", "v1", false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted upstream: %v, want ErrNotFound", err)
+	}
+	clk.Advance(2 * time.Second) // past the negative cache
+	up.setFail(fmt.Errorf("dial: %w", upstream.ErrUnreachable))
+	if m, err := s.Manifest(ctx, "example.io", "app", "v1", false); err == nil {
+		t.Fatalf("a tag deleted upstream came back as %s", m.Result)
+	}
+}

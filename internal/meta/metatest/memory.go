@@ -91,6 +91,15 @@ func (x *memIndex) PutTag(ctx context.Context, t meta.Tag) error {
 	return nil
 }
 
+func (x *memIndex) DeleteTag(ctx context.Context, upstream, repo, name string) error {
+	if err := x.lock(); err != nil {
+		return err
+	}
+	defer x.mu.Unlock()
+	delete(x.tags, tagKey{upstream, repo, name})
+	return nil
+}
+
 func (x *memIndex) Tags(ctx context.Context, upstream, repo string) ([]meta.Tag, error) {
 	if err := x.rlock(); err != nil {
 		return nil, err

@@ -142,6 +142,18 @@ func testTags(t *testing.T, x meta.Index) {
 		}
 	}
 
+	// DeleteTag removes exactly one mapping; a missing one is no error.
+	mustPutTag(t, x, meta.Tag{Upstream: "docker.io", Repo: "library/nginx", Name: "gone", Digest: dg("gone"), CheckedAt: base})
+	if err := x.DeleteTag(ctx, "docker.io", "library/nginx", "gone"); err != nil {
+		t.Fatalf("DeleteTag: %v", err)
+	}
+	if _, err := x.Tag(ctx, "docker.io", "library/nginx", "gone"); !errors.Is(err, meta.ErrNotFound) {
+		t.Errorf("Tag after DeleteTag = %v, want ErrNotFound", err)
+	}
+	if err := x.DeleteTag(ctx, "docker.io", "library/nginx", "never-there"); err != nil {
+		t.Errorf("DeleteTag of a missing tag: %v", err)
+	}
+
 	for _, tt := range []struct{ upstream, repo, name, want string }{
 		{"docker.io", "library/nginx", "latest", "latest"},
 		{"docker.io", "library/nginx", "Latest", "Latest"},

@@ -187,6 +187,14 @@ ON CONFLICT (upstream, repo, name) DO UPDATE SET digest = excluded.digest, check
 	return nil
 }
 
+// DeleteTag implements meta.Index.
+func (x *Index) DeleteTag(ctx context.Context, upstream, repo, name string) error {
+	if _, err := x.w.ExecContext(ctx, `DELETE FROM tags WHERE upstream = ? AND repo = ? AND name = ?`, upstream, repo, name); err != nil {
+		return fmt.Errorf("sqlite: delete tag %s/%s:%s: %w", upstream, repo, name, err)
+	}
+	return nil
+}
+
 // Tags implements meta.Index. Names sort in byte order (SQLite's BINARY
 // collation), the same order as Go's string comparison.
 func (x *Index) Tags(ctx context.Context, upstream, repo string) (_ []meta.Tag, err error) {
