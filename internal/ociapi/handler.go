@@ -153,7 +153,7 @@ func (h *Handler) serve(w *responseWriter, r *http.Request, req *request) error 
 	ctx := r.Context()
 	switch p.Kind {
 	case route.KindManifest:
-		return h.manifest(ctx, w, r, t, p.Reference, req)
+		return h.manifest(ctx, w, r, t, p, req)
 	case route.KindBlob:
 		return h.blob(ctx, w, r, t, digest.Digest(p.Reference), req)
 	case route.KindTags:
@@ -174,13 +174,13 @@ func (h *Handler) serve(w *responseWriter, r *http.Request, req *request) error 
 	return route.ErrNotFound
 }
 
-func (h *Handler) manifest(ctx context.Context, w *responseWriter, r *http.Request, t route.Target, ref string, req *request) error {
-	m, err := h.mirror.Manifest(ctx, t.Upstream, t.Repo, ref, r.Method == http.MethodGet)
+func (h *Handler) manifest(ctx context.Context, w *responseWriter, r *http.Request, t route.Target, p route.Path, req *request) error {
+	m, err := h.mirror.Manifest(ctx, t.Upstream, t.Repo, p.Reference, r.Method == http.MethodGet)
 	if err != nil {
 		return err
 	}
 	req.result = m.Result
-	_, byDigest := digestRef(ref)
+	_, byDigest := p.Digest()
 	// By digest the bytes are fixed whatever the client accepts (crane asks
 	// for children with a narrow Accept). By tag, honour an Accept that
 	// excludes the stored type, as a registry would, instead of handing a
@@ -337,14 +337,6 @@ func encodeQuery(q url.Values) string {
 		return ""
 	}
 	return q.Encode()
-}
-
-func digestRef(ref string) (digest.Digest, bool) {
-	if !strings.Contains(ref, ":") {
-		return "", false
-	}
-	d, err := digest.Parse(ref)
-	return d, err == nil
 }
 
 func etagMatch(header string, d digest.Digest) bool {
