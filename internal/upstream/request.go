@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -90,6 +91,13 @@ func idempotent(method string) bool {
 // retry will meet again; 429 must reach the caller at once.
 func retryable(resp *http.Response, err error) bool {
 	if err != nil {
+		// A timeout already cost the whole connect or header timeout; trying
+		// again multiplies the wait of a client whose upstream hangs, with
+		// little chance of a different outcome.
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return false
+		}
 		if errors.Is(err, ErrUnreachable) {
 			return !permanent(err)
 		}

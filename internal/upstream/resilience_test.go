@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -365,5 +366,34 @@ func TestNewValidation(t *testing.T) {
 	}
 	if c.Name() != "registry-1.docker.io" {
 		t.Errorf("default name %q", c.Name())
+	}
+}
+
+// TestNoRetryAfterTimeout: an upstream that accepts connections but never
+// answers costs one header timeout, not one per attempt.
+func TestNoRetryAfterTimeout(t *testing.T) {
+	var mu sync.Mutex
+	hits := 0
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	c := newClient(t, upstream.Config{URL: srv.URL, Retries: 2, HeaderTimeout: 50 * time.Millisecond})
+	_, err := c.HeadManifest(context.Background(), "library/app", "v1")
+	if !errors.Is(err, upstream.ErrUnreachable) {
+		t.Fatalf("err = %v, want ErrUnreachable", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hits != 1 {
+		t.Fatalf("%d attempts after a header timeout, want 1", hits)
 	}
 }
