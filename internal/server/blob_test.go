@@ -224,9 +224,7 @@ func TestStreamingBeforeComplete(t *testing.T) {
 	img := registrytest.RandomImage(t, 400, 8<<20)
 	h.ghcr.PushImage(t, "foo/bar", "", img)
 	d, want := layerOf(t, img, 0)
-	release := make(chan struct{})
 	h.ghcr.AddFault(registrytest.Fault{Match: registrytest.IsBlobGET(d), ResetAfter: -1, BytesPerSec: 2 << 20})
-	_ = release
 
 	resp, err := h.send("GET", "/v2/ghcr.io/foo/bar/blobs/"+d.String())
 	if err != nil {
