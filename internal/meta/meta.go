@@ -82,6 +82,52 @@ type Usage struct {
 	Bytes int64
 }
 
+// Repository summarises one cached repository: one that has a tag or a
+// link recorded.
+type Repository struct {
+	Upstream string // configured upstream name, e.g. "docker.io"
+	Name     string // repository within that upstream, e.g. "library/nginx"
+	Tags     int    // tag records of the repository
+	// Manifests counts the manifest records linked to the repository.
+	Manifests int
+	// Bytes is the size of the content linked to the repository
+	// (manifests and blobs recorded in the index), each digest once.
+	Bytes int64
+	// LastAccess is the latest last access of content linked to the
+	// repository, or the zero time.
+	LastAccess time.Time
+}
+
+// RepositoryQuery selects a page of repositories. Repositories are ordered
+// by Upstream, then Name.
+type RepositoryQuery struct {
+	Upstream string // only this upstream; "" for all
+	// Match keeps repositories whose "upstream/name" contains it,
+	// case-insensitively; "" keeps all.
+	Match string
+	// AfterUpstream and AfterName resume a listing after that repository
+	// (exclusive); both empty start at the beginning.
+	AfterUpstream, AfterName string
+	// Limit is the most repositories returned; 0 or less means no limit.
+	Limit int
+}
+
+// Batch is content recorded in one transaction (import): either every
+// record is written or none is. Blobs and Manifests must describe content
+// already committed to the blob store.
+type Batch struct {
+	Blobs     []Blob
+	Manifests []Manifest
+	Links     []Link
+	Tags      []Tag
+}
+
+// Link says that content was seen in a repository.
+type Link struct {
+	Upstream, Repo string
+	Digest         digest.Digest
+}
+
 // Index is the metadata index. All methods are safe for concurrent use.
 type Index interface {
 	// Tag returns the mapping of upstream/repo:name, or ErrNotFound.
@@ -149,6 +195,24 @@ type Index interface {
 	// blob records of absent content are removed, and so are tags and links
 	// that point to them. It returns how many records were removed.
 	Reconcile(ctx context.Context, present func(digest.Digest) bool) (removed int, err error)
+
+	// Repositories lists a page of cached repositories (those with a tag
+	// or a link) selected by q.
+	Repositories(ctx context.Context, q RepositoryQuery) ([]Repository, error)
+	// TagsOf lists every tag, in any repository, that points to d, ordered
+	// by upstream, repository and name.
+	TagsOf(ctx context.Context, d digest.Digest) ([]Tag, error)
+	// DeleteRepository removes every tag and link of upstream/repo in one
+	// transaction and returns the digests they pointed to, sorted and
+	// without duplicates. Content records stay: deciding what to evict is
+	// the caller's. Deleting an unknown repository returns no digests.
+	DeleteRepository(ctx context.Context, upstream, repo string) ([]digest.Digest, error)
+	// BlobPage lists up to limit blob records with their last access whose
+	// digest sorts after after ("" starts at the beginning), ordered by
+	// digest.
+	BlobPage(ctx context.Context, after digest.Digest, limit int) ([]BlobAccess, error)
+	// Record writes every record of b in one transaction.
+	Record(ctx context.Context, b Batch) error
 
 	// Close releases the index.
 	Close() error

@@ -1,0 +1,24 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-mirror/wharf/internal/meta"
+)
+
+var errTODO = errors.New("sqlite: not implemented yet")
+
+func (x *Index) Repositories(ctx context.Context, q meta.RepositoryQuery) ([]meta.Repository, error) {
+	return nil, errTODO
+}
+func (x *Index) TagsOf(ctx context.Context, d digest.Digest) ([]meta.Tag, error) { return nil, errTODO }
+func (x *Index) DeleteRepository(ctx context.Context, upstream, repo string) ([]digest.Digest, error) {
+	return nil, errTODO
+}
+func (x *Index) BlobPage(ctx context.Context, after digest.Digest, limit int) ([]meta.BlobAccess, error) {
+	return nil, errTODO
+}
+func (x *Index) Record(ctx context.Context, b meta.Batch) error { return errTODO }
