@@ -173,10 +173,10 @@ type BlobPage struct {
 
 // Deletion says what a delete removed and what it kept.
 type Deletion struct {
-	Manifests int   `json:"manifests"` // manifest records removed
-	Blobs     int   `json:"blobs"`     // blob records removed
-	Bytes     int64 `json:"bytes"`     // bytes freed
-	Tags      int   `json:"tags"`      // tags removed
+	Manifests int    `json:"manifests"` // manifest records removed
+	Blobs     int    `json:"blobs"`     // blob records removed
+	Bytes     int64  `json:"bytes"`     // bytes freed
+	Tags      int    `json:"tags"`      // tags removed
 	Kept      []Kept `json:"kept,omitempty"`
 }
 
@@ -227,10 +227,10 @@ type PrefetchRequest struct {
 
 // Prefetch job and item states.
 const (
-	StateQueued  = "queued"
-	StateRunning = "running"
-	StateDone    = "done"
-	StateFailed  = "failed" // job: at least one item failed
+	StateQueued   = "queued"
+	StateRunning  = "running"
+	StateDone     = "done"
+	StateFailed   = "failed" // job: at least one item failed
 	StateCanceled = "canceled"
 )
 
@@ -258,8 +258,8 @@ type PrefetchItem struct {
 	// Bytes of the image's content fetched or already cached; TotalBytes
 	// as far as the manifests read so far tell (grows while manifests of
 	// an index are read).
-	Bytes      int64  `json:"bytes"`
-	TotalBytes int64  `json:"total_bytes"`
+	Bytes      int64 `json:"bytes"`
+	TotalBytes int64 `json:"total_bytes"`
 	// Cached is bytes that were already in the cache (no upstream fetch).
 	Cached int64  `json:"cached"`
 	Error  string `json:"error,omitempty"`

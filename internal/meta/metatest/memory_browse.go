@@ -14,7 +14,9 @@ var errTODO = errors.New("memory: not implemented yet")
 func (x *memIndex) Repositories(ctx context.Context, q meta.RepositoryQuery) ([]meta.Repository, error) {
 	return nil, errTODO
 }
-func (x *memIndex) TagsOf(ctx context.Context, d digest.Digest) ([]meta.Tag, error) { return nil, errTODO }
+func (x *memIndex) TagsOf(ctx context.Context, d digest.Digest) ([]meta.Tag, error) {
+	return nil, errTODO
+}
 func (x *memIndex) DeleteRepository(ctx context.Context, upstream, repo string) ([]digest.Digest, error) {
 	return nil, errTODO
 }
