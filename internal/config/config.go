@@ -51,6 +51,18 @@ type Config struct {
 	// Default "127.0.0.1:5080". Environment: WHARF_ADMIN_LISTEN.
 	AdminListen string `yaml:"admin_listen"`
 
+	// AdminToken is the bearer token every admin API request, /metrics
+	// and the UI's API calls must carry ("Authorization: Bearer <token>");
+	// /healthz and /readyz stay open. Required when admin_listen is not a
+	// loopback address; optional on loopback. Prefer AdminTokenFile.
+	// Environment: WHARF_ADMIN_TOKEN.
+	AdminToken string `yaml:"admin_token,omitempty"`
+	// AdminTokenFile is a file whose content (trailing newlines removed)
+	// is the admin token; it wins over AdminToken.
+	AdminTokenFile string `yaml:"admin_token_file,omitempty"`
+	// resolvedAdminToken is the token after Resolve read AdminTokenFile.
+	resolvedAdminToken string
+
 	// DataDir is the directory that holds the cache (blobs and metadata
 	// index). It is created if missing. Relative paths are relative to the
 	// working directory. Default "./data". Environment: WHARF_DATA_DIR.
@@ -330,6 +342,15 @@ func (u *Upstream) EffectiveLibraryPrefix(name string) bool {
 		return *u.LibraryPrefix
 	}
 	return name == "docker.io"
+}
+
+// ResolvedAdminToken is the admin API token: after Resolve, the one read
+// from admin_token_file (or admin_token); before it, AdminToken.
+func (c *Config) ResolvedAdminToken() string {
+	if c.resolvedAdminToken != "" {
+		return c.resolvedAdminToken
+	}
+	return c.AdminToken
 }
 
 // ResolvedPassword is the password to authenticate with: after Resolve, the

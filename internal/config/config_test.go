@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 
 // cmpConfig compares configurations: unexported resolution state included,
 // a nil slice equal to an empty one (YAML cannot tell them apart).
-var cmpConfig = []cmp.Option{cmp.AllowUnexported(Upstream{}), cmpopts.EquateEmpty()}
+var cmpConfig = []cmp.Option{cmp.AllowUnexported(Upstream{}, Config{}), cmpopts.EquateEmpty()}
 
 // messages flattens an errors.Join tree into its leaf messages.
 func messages(err error) []string {
@@ -146,7 +146,10 @@ func TestExample(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate:\n%v", err)
 	}
-	files := map[string][]byte{"/run/secrets/dockerhub": []byte("hub-token\n")}
+	files := map[string][]byte{
+		"/run/secrets/dockerhub": []byte("hub-token\n"),
+		"/etc/wharf/admin-token": []byte("0123456789abcdef0123\n"),
+	}
 	readFile := func(name string) ([]byte, error) {
 		if b, ok := files[name]; ok {
 			return b, nil
@@ -156,6 +159,10 @@ func TestExample(t *testing.T) {
 	env := mapEnv(map[string]string{"NGC_API_KEY": "ngc-key"})
 	if err := c.Resolve(readFile, env); err != nil {
 		t.Fatalf("Resolve:\n%v", err)
+	}
+
+	if got := c.ResolvedAdminToken(); got != "0123456789abcdef0123" {
+		t.Errorf("ResolvedAdminToken = %q, want the file's content", got)
 	}
 
 	// Spot checks of the merge: built-ins keep what the file does not set.

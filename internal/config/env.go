@@ -12,6 +12,7 @@ import (
 //
 //	WHARF_LISTEN            listen (host:port)
 //	WHARF_ADMIN_LISTEN      admin_listen (host:port)
+//	WHARF_ADMIN_TOKEN       admin_token
 //	WHARF_DATA_DIR          data_dir
 //	WHARF_LOG_LEVEL         log_level: debug, info, warn, error
 //	WHARF_LOG_FORMAT        log_format: json, text, auto
@@ -85,6 +86,8 @@ func envSettings() []envSetting {
 			str(func(c *Config) *string { return &c.Listen }, checkListen)},
 		{EnvVar{EnvPrefix + "ADMIN_LISTEN", `Address (host:port) of the admin listener, the admin_listen setting; e.g. "127.0.0.1:5080".`},
 			str(func(c *Config) *string { return &c.AdminListen }, checkListen)},
+		{EnvVar{EnvPrefix + "ADMIN_TOKEN", `Bearer token of the admin API and /metrics, the admin_token setting; required when admin_listen is not loopback.`},
+			str(func(c *Config) *string { return &c.AdminToken }, nil)},
 		{EnvVar{EnvPrefix + "DATA_DIR", `Directory of the cache, the data_dir setting.`},
 			str(func(c *Config) *string { return &c.DataDir }, nil)},
 		{EnvVar{EnvPrefix + "LOG_LEVEL", `Least severe level logged: debug, info, warn or error.`},

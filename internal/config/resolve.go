@@ -18,6 +18,17 @@ import (
 // read error (e.g. fs.ErrNotExist).
 func (c *Config) Resolve(readFile func(string) ([]byte, error), env func(string) (string, bool)) error {
 	var errs []error
+	if c.AdminTokenFile != "" {
+		if readFile == nil {
+			errs = append(errs, invalid("admin_token_file", "cannot be read: no file reader"))
+		} else if b, err := readFile(c.AdminTokenFile); err != nil {
+			errs = append(errs, &FieldError{Field: "admin_token_file", Err: fmt.Errorf("read %s: %w", c.AdminTokenFile, err)})
+		} else if tok := trimNewlines(string(b)); tok == "" {
+			errs = append(errs, invalid("admin_token_file", "%s is empty", c.AdminTokenFile))
+		} else {
+			c.resolvedAdminToken = tok
+		}
+	}
 	for _, name := range c.EnabledUpstreams() {
 		u := c.Upstreams[name]
 		pw, err := u.readPassword(readFile, env)

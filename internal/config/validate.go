@@ -83,6 +83,12 @@ func (c *Config) Validate() error {
 	if listenOverlap(c.Listen, c.AdminListen) {
 		add(invalid("admin_listen", "%q overlaps listen %q; the admin listener needs its own port", c.AdminListen, c.Listen))
 	}
+	if c.AdminToken == "" && c.AdminTokenFile == "" && checkListen(c.AdminListen) == nil && !loopbackListen(c.AdminListen) {
+		add(invalid("admin_listen", "%q is reachable from the network: set admin_token or admin_token_file (the admin API can delete the cache), or listen on 127.0.0.1", c.AdminListen))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		add(invalid("admin_token", "is %d characters; use at least 16 (e.g. openssl rand -hex 32)", len(c.AdminToken)))
+	}
 	if c.DataDir == "" {
 		add(invalid("data_dir", "must not be empty"))
 	}
@@ -143,6 +149,20 @@ func checkListen(addr string) error {
 		return fmt.Errorf("%q: host must be empty, an IP address or a host name", addr)
 	}
 	return nil
+}
+
+// loopbackListen tells whether addr only accepts connections from this
+// machine: a loopback IP or "localhost". An empty host listens everywhere.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // listenOverlap tells whether two listen addresses would fight over the same

@@ -58,8 +58,35 @@ func TestValidate(t *testing.T) {
 		},
 		{
 			name:   "admin listen equals listen",
-			change: func(c *Config) { c.AdminListen = ":5000" },
+			change: func(c *Config) { c.AdminListen = ":5000"; c.AdminToken = "0123456789abcdef" },
 			want:   []string{`admin_listen: ":5000" overlaps listen ":5000"; the admin listener needs its own port`},
+		},
+		{
+			name:   "admin listen on every interface without a token",
+			change: func(c *Config) { c.AdminListen = ":5080" },
+			want:   []string{`admin_listen: ":5080" is reachable from the network: set admin_token or admin_token_file (the admin API can delete the cache), or listen on 127.0.0.1`},
+		},
+		{
+			name:   "admin listen on a LAN address without a token",
+			change: func(c *Config) { c.AdminListen = "10.0.0.5:5080" },
+			want:   []string{`admin_listen: "10.0.0.5:5080" is reachable from the network: set admin_token or admin_token_file (the admin API can delete the cache), or listen on 127.0.0.1`},
+		},
+		{
+			name:   "admin listen off loopback with a token file",
+			change: func(c *Config) { c.AdminListen = "[::]:5080"; c.AdminTokenFile = "/run/secrets/wharf" },
+		},
+		{
+			name:   "admin listen on localhost needs no token",
+			change: func(c *Config) { c.AdminListen = "localhost:5080" },
+		},
+		{
+			name:   "admin listen on ::1 needs no token",
+			change: func(c *Config) { c.AdminListen = "[::1]:5080" },
+		},
+		{
+			name:   "short admin token",
+			change: func(c *Config) { c.AdminToken = "secret" },
+			want:   []string{`admin_token: is 6 characters; use at least 16 (e.g. openssl rand -hex 32)`},
 		},
 		{
 			name:   "admin listen inside the wildcard listen",
