@@ -49,6 +49,7 @@ type Options struct {
 type Instance struct {
 	cfg    *config.Config
 	log    *slog.Logger
+	lock   *dirLock // held until Close
 	blobs  blob.Store
 	index  meta.Index
 	mirror *mirror.Service
@@ -70,6 +71,15 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.release()
+		}
+	}()
 	blobs, err := fsstore.New(filepath.Join(cfg.DataDir, "blobs"))
 	if err != nil {
 		return nil, fmt.Errorf("open blob store: %w", err)
@@ -139,7 +149,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	if err != nil {
 		return nil, err
 	}
-	inst = &Instance{cfg: cfg, log: log, blobs: blobs, index: index, mirror: m}
+	inst = &Instance{cfg: cfg, log: log, lock: lock, blobs: blobs, index: index, mirror: m}
 	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets})
 	inst.metricsHandler = metricsHandler
 	inst.admin = inst.adminHandler()
@@ -296,5 +306,5 @@ func (i *Instance) newHTTPServer(h http.Handler) *http.Server {
 // closes the index.
 func (i *Instance) Close() error {
 	i.stopGC()
-	return errors.Join(i.mirror.Close(), i.index.Close())
+	return errors.Join(i.mirror.Close(), i.index.Close(), i.lock.release())
 }
