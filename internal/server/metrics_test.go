@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -29,6 +30,21 @@ func (h *harness) scrape(t *testing.T) scrape {
 		t.Fatalf("parsing /metrics: %v", err)
 	}
 	return mfs
+}
+
+// scrapeSettled scrapes once n registry requests were recorded: a
+// handler records its request (and the last bytes it served) only after
+// its final write returned, which may be after the client read the body.
+func (h *harness) scrapeSettled(t *testing.T, n int) scrape {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := h.scrape(t)
+		if got := s.sum("wharf_request_duration_seconds"); got >= float64(n) || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // sum adds the values of every sample of name whose labels include want
@@ -83,10 +99,10 @@ func TestMetricsEndpoint(t *testing.T) {
 	const blobs = 3 // config and two layers
 
 	pullAll(t, h, "/v2/library/metricsapp", "tag-metrics")
-	cold := h.scrape(t)
+	cold := h.scrapeSettled(t, 1+blobs)
 	upstreamRequests := float64(len(h.hub.Requests()))
 	pullAll(t, h, "/v2/library/metricsapp", "tag-metrics")
-	warm := h.scrape(t)
+	warm := h.scrapeSettled(t, 2*(1+blobs))
 
 	checks := []struct {
 		what      string
