@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,6 +77,42 @@ type Metrics struct {
 
 	cache      *cacheCollector
 	rateLimits *rateLimitCollector
+
+	totals totals // process-wide sums for the admin API's overview
+}
+
+// totals mirrors a few counters as plain sums, so that the admin API can
+// report them without gathering and parsing the registry.
+type totals struct {
+	requests, hits, misses, stale    atomic.Int64
+	fromCache, fromUpstream, fetched atomic.Int64
+}
+
+// Totals are sums over every label since the Metrics were created.
+type Totals struct {
+	Requests          int64 // manifest and blob requests answered
+	Hits, Misses      int64 // manifest and blob requests, as the hit and miss counters count them
+	StaleServes       int64
+	BytesFromCache    int64 // blob bytes served from committed files
+	BytesFromUpstream int64 // blob bytes served while being fetched
+	BytesFetched      int64 // bytes fetched from upstream
+}
+
+// Totals returns the sums so far; zero for a nil *Metrics.
+func (m *Metrics) Totals() Totals {
+	if m == nil {
+		return Totals{}
+	}
+	t := &m.totals
+	return Totals{
+		Requests:          t.requests.Load(),
+		Hits:              t.hits.Load(),
+		Misses:            t.misses.Load(),
+		StaleServes:       t.stale.Load(),
+		BytesFromCache:    t.fromCache.Load(),
+		BytesFromUpstream: t.fromUpstream.Load(),
+		BytesFetched:      t.fetched.Load(),
+	}
 }
 
 // New creates the collectors and registers them on reg. It panics if one
@@ -224,17 +261,21 @@ func (m *Metrics) Request(kind, upstream, result string, status int, elapsed tim
 	switch result {
 	case "stale":
 		m.staleServes.WithLabelValues(upstream).Inc()
+		m.totals.stale.Add(1)
 	case "joined":
 		m.coalescedWaiters.WithLabelValues(upstream).Inc()
 	}
 	if kind != kindManifest && kind != kindBlob {
 		return
 	}
+	m.totals.requests.Add(1)
 	switch result {
 	case "hit", "revalidated", "stale":
 		m.cacheHits.WithLabelValues(upstream, kind).Inc()
+		m.totals.hits.Add(1)
 	case "miss", "joined", "pass":
 		m.cacheMisses.WithLabelValues(upstream, kind).Inc()
+		m.totals.misses.Add(1)
 	}
 }
 
@@ -248,6 +289,9 @@ func (m *Metrics) BlobBytesServed(upstream string, fromCache bool, n int64) {
 	source := sourceUpstream
 	if fromCache {
 		source = sourceCache
+		m.totals.fromCache.Add(n)
+	} else {
+		m.totals.fromUpstream.Add(n)
 	}
 	m.bytesServed.WithLabelValues(upstream, source).Add(float64(n))
 }
@@ -259,6 +303,7 @@ func (m *Metrics) UpstreamBytes(upstream string, n int64) {
 		return
 	}
 	m.upstreamBytes.WithLabelValues(upstream).Add(float64(n))
+	m.totals.fetched.Add(n)
 }
 
 // UpstreamRequest records one HTTP exchange with upstream

@@ -343,3 +343,23 @@ func TestEviction(t *testing.T) {
 	var nilMetrics *Metrics
 	nilMetrics.Eviction(1, 1, 1, nil)
 }
+
+func TestTotals(t *testing.T) {
+	m := New(prometheus.NewRegistry())
+	m.Request("manifest", "docker.io", "hit", 200, time.Millisecond)
+	m.Request("blob", "docker.io", "miss", 200, time.Millisecond)
+	m.Request("blob", "ghcr.io", "stale", 200, time.Millisecond)
+	m.Request("tags", "docker.io", "pass", 200, time.Millisecond) // not a manifest or blob
+	m.Request("base", "", "", 200, time.Millisecond)
+	m.BlobBytesServed("docker.io", true, 100)
+	m.BlobBytesServed("docker.io", false, 40)
+	m.UpstreamBytes("docker.io", 45)
+	want := Totals{Requests: 3, Hits: 2, Misses: 1, StaleServes: 1, BytesFromCache: 100, BytesFromUpstream: 40, BytesFetched: 45}
+	if got := m.Totals(); got != want {
+		t.Errorf("Totals = %+v, want %+v", got, want)
+	}
+	var nilMetrics *Metrics
+	if got := nilMetrics.Totals(); got != (Totals{}) {
+		t.Errorf("nil Totals = %+v", got)
+	}
+}
