@@ -16,6 +16,7 @@ package progress
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,9 @@ func Width(lookup func(string) (string, bool)) int {
 // "27.1 MB", "312 GB".
 func Size(n int64) string {
 	if n < 0 {
+		if n == math.MinInt64 {
+			n++ // -n would overflow; one byte is below the precision shown
+		}
 		return "-" + Size(-n)
 	}
 	if n < 1000 {

@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,8 @@ func TestSize(t *testing.T) {
 		{312_000_000_000, "312 GB"},
 		{-2048, "-2.05 kB"},
 		{1 << 62, "4.61 EB"},
+		{math.MaxInt64, "9.22 EB"},
+		{math.MinInt64, "-9.22 EB"},
 	}
 	for _, tt := range tests {
 		if got := Size(tt.n); got != tt.want {
