@@ -17,13 +17,21 @@ package meta
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 )
 
-// ErrNotFound reports a missing record.
-var ErrNotFound = errors.New("not found in index")
+// Sentinel errors. Implementations wrap them with context; callers test
+// with errors.Is.
+var (
+	// ErrNotFound reports a missing record.
+	ErrNotFound = errors.New("not found in index")
+	// ErrInvalid reports a record that cannot be stored: an empty name or
+	// digest, or a negative size (see Batch.Validate).
+	ErrInvalid = errors.New("invalid index record")
+)
 
 // Tag records the digest a tag pointed to when upstream last confirmed it.
 type Tag struct {
@@ -99,11 +107,12 @@ type Repository struct {
 }
 
 // RepositoryQuery selects a page of repositories. Repositories are ordered
-// by Upstream, then Name.
+// by Upstream, then Name, in byte order.
 type RepositoryQuery struct {
 	Upstream string // only this upstream; "" for all
 	// Match keeps repositories whose "upstream/name" contains it,
-	// case-insensitively; "" keeps all.
+	// ignoring the case of ASCII letters (repository names are ASCII, see
+	// the distribution spec's name grammar); "" keeps all.
 	Match string
 	// AfterUpstream and AfterName resume a listing after that repository
 	// (exclusive); both empty start at the beginning.
@@ -126,6 +135,55 @@ type Batch struct {
 type Link struct {
 	Upstream, Repo string
 	Digest         digest.Digest
+}
+
+// Validate reports the first record of b that cannot be stored, as an
+// error wrapping ErrInvalid: a blob, manifest, link or tag with an empty
+// digest, a manifest with an empty ref, a negative size, or a link or tag
+// with an empty upstream, repository or tag name. Record runs it before
+// writing anything.
+func (b Batch) Validate() error {
+	invalid := func(what string, i int, problem string) error {
+		return fmt.Errorf("%w: %s %d: %s", ErrInvalid, what, i, problem)
+	}
+	for i, bl := range b.Blobs {
+		switch {
+		case bl.Digest == "":
+			return invalid("blob", i, "empty digest")
+		case bl.Size < 0:
+			return invalid("blob", i, fmt.Sprintf("negative size %d", bl.Size))
+		}
+	}
+	for i, m := range b.Manifests {
+		switch {
+		case m.Digest == "":
+			return invalid("manifest", i, "empty digest")
+		case m.Size < 0:
+			return invalid("manifest", i, fmt.Sprintf("negative size %d", m.Size))
+		}
+		for j, ref := range m.Refs {
+			if ref == "" {
+				return invalid("manifest", i, fmt.Sprintf("ref %d: empty digest", j))
+			}
+		}
+	}
+	for i, l := range b.Links {
+		switch {
+		case l.Upstream == "" || l.Repo == "":
+			return invalid("link", i, "empty upstream or repository")
+		case l.Digest == "":
+			return invalid("link", i, "empty digest")
+		}
+	}
+	for i, t := range b.Tags {
+		switch {
+		case t.Upstream == "" || t.Repo == "" || t.Name == "":
+			return invalid("tag", i, "empty upstream, repository or name")
+		case t.Digest == "":
+			return invalid("tag", i, "empty digest")
+		}
+	}
+	return nil
 }
 
 // Index is the metadata index. All methods are safe for concurrent use.
@@ -209,9 +267,13 @@ type Index interface {
 	DeleteRepository(ctx context.Context, upstream, repo string) ([]digest.Digest, error)
 	// BlobPage lists up to limit blob records with their last access whose
 	// digest sorts after after ("" starts at the beginning), ordered by
-	// digest.
+	// digest in byte order; a limit of 0 or less means no limit.
 	BlobPage(ctx context.Context, after digest.Digest, limit int) ([]BlobAccess, error)
-	// Record writes every record of b in one transaction.
+	// Record writes every record of b in one transaction: blobs and
+	// manifests (replacing existing records, like PutBlob and
+	// PutManifest), links, then tags (like PutTag). A batch that fails
+	// b.Validate returns that error (wrapping ErrInvalid) and writes
+	// nothing; any other failure writes nothing either.
 	Record(ctx context.Context, b Batch) error
 
 	// Close releases the index.

@@ -26,6 +26,20 @@
 //     except for digests a manifest outside the evicted set references
 //     (transitively through kept manifests); it returns what it evicted in
 //     the order asked, once each, including digests that had no records.
+//   - Repositories: a repository is an (upstream, name) with a tag or a
+//     link. Manifests and Bytes count the linked digests that have a
+//     manifest or blob record (a digest recorded as both once, with the
+//     larger size, as in Usage); LastAccess is the latest access of linked
+//     digests and of the digests its tags point to. Match folds ASCII
+//     letters only and is a literal substring (no wildcards). Pages resume
+//     strictly after (AfterUpstream, AfterName), which need not exist.
+//   - DeleteRepository leaves every content record, last access, and the
+//     tags and links of other repositories (a longer or shorter name is
+//     another repository).
+//   - BlobPage and Repositories treat a limit of 0 or less as no limit.
+//   - Record rejects a batch that fails Batch.Validate with an error
+//     wrapping meta.ErrInvalid and writes none of it, not even the valid
+//     records listed before the invalid one.
 package metatest
 
 import (
@@ -67,6 +81,13 @@ func Run(t *testing.T, newIndex func(t *testing.T) meta.Index) {
 		{"Usage", testUsage},
 		{"Evict", testEvict},
 		{"EvictKeepsReferenced", testEvictKeepsReferenced},
+		{"Repositories", testRepositories},
+		{"RepositoriesPaging", testRepositoriesPaging},
+		{"TagsOf", testTagsOf},
+		{"DeleteRepository", testDeleteRepository},
+		{"BlobPage", testBlobPage},
+		{"Record", testRecord},
+		{"RecordInvalid", testRecordInvalid},
 		{"Concurrent", testConcurrent},
 	}
 	for _, tt := range tests {
@@ -634,6 +655,18 @@ func testConcurrent(t *testing.T, x meta.Index) {
 				}
 				if i%10 == 0 {
 					_, err := x.Reconcile(ctx, func(digest.Digest) bool { return true })
+					report(err)
+				}
+				if i%10 == 7 {
+					report(x.Record(ctx, meta.Batch{
+						Blobs: []meta.Blob{{Digest: d, Size: int64(i)}},
+						Links: []meta.Link{{Upstream: "u", Repo: repo, Digest: dg("shared")}},
+					}))
+					_, err := x.Repositories(ctx, meta.RepositoryQuery{Match: "repo", Limit: 2})
+					report(err)
+					_, err = x.TagsOf(ctx, d)
+					report(err)
+					_, err = x.BlobPage(ctx, d, 10)
 					report(err)
 				}
 			}

@@ -199,25 +199,17 @@ func forget(ctx context.Context, tx *sql.Tx, ds []string) (removed int, err erro
 	if len(ds) == 0 {
 		return 0, nil
 	}
-	var stmts []*sql.Stmt
-	defer func() {
-		for _, s := range stmts {
-			s.Close()
-		}
-	}()
-	for _, q := range []string{
+	stmts, closeAll, err := prepare(ctx, tx,
 		`DELETE FROM manifests WHERE digest = ?`,
 		`DELETE FROM blobs WHERE digest = ?`,
 		`DELETE FROM tags WHERE digest = ?`,
 		`DELETE FROM links WHERE digest = ?`,
 		`DELETE FROM access WHERE digest = ?`,
-	} {
-		s, err := tx.PrepareContext(ctx, q)
-		if err != nil {
-			return 0, err
-		}
-		stmts = append(stmts, s)
+	)
+	if err != nil {
+		return 0, err
 	}
+	defer closeAll()
 	for _, d := range ds {
 		for _, s := range stmts {
 			res, err := s.ExecContext(ctx, d)

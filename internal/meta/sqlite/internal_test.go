@@ -3,8 +3,16 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-mirror/wharf/internal/meta"
 )
 
 // The connections are configured as the package doc says.
@@ -147,5 +155,115 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	}
 	if u, err := x.Usage(ctx); err != nil || u.Bytes != 30 {
 		t.Errorf("Usage after upgrade = %+v, %v; want 30 bytes", u, err)
+	}
+}
+
+// The browsing statements seek the primary keys and indexes rather than
+// scan tables or sort, so that a page costs what it returns. The page of
+// Repositories may walk the keys of tags and links from their start, but as
+// a merge of two ordered streams that stops at the limit, never through a
+// temporary b-tree that would read every row first. Match is the exception
+// (a substring test scans) and is not checked.
+func TestQueryPlans(t *testing.T) {
+	x, err := Open(t.Context(), filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	type stmt struct {
+		name  string
+		query string
+		args  []any
+		scans []string // the SCAN steps allowed
+	}
+	var tests []stmt
+	for _, q := range []meta.RepositoryQuery{
+		{Limit: 100},
+		{Upstream: "docker.io", Limit: 100},
+		{AfterUpstream: "docker.io", AfterName: "library/nginx", Limit: 100},
+		{Upstream: "docker.io", AfterUpstream: "docker.io", AfterName: "library/nginx"},
+	} {
+		query, args := repositoriesQuery(q)
+		tests = append(tests, stmt{fmt.Sprintf("Repositories(%+v)", q), query, args, []string{"SCAN p", "SCAN tags", "SCAN links"}})
+	}
+	tests = append(tests,
+		stmt{"TagsOf", `SELECT upstream, repo, name, checked_at FROM tags WHERE digest = ? ORDER BY upstream, repo, name`, []any{"sha256:x"}, nil},
+		stmt{"BlobPage", `SELECT b.digest, b.size, a.at FROM blobs b LEFT JOIN access a ON a.digest = b.digest
+WHERE b.digest > ? ORDER BY b.digest LIMIT ?`, []any{"sha256:x", 10}, nil},
+	)
+	for _, tt := range tests {
+		rows, err := x.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+tt.query, tt.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var (
+				id, parent, unused int
+				detail             string
+			)
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range plan {
+			if (strings.HasPrefix(step, "SCAN ") && !slices.Contains(tt.scans, step)) || strings.Contains(step, "TEMP B-TREE") {
+				t.Errorf("%s: plan step %q; plan:\n%s", tt.name, step, strings.Join(plan, "\n"))
+			}
+		}
+	}
+}
+
+// A batch that fails in the middle of its transaction (here a trigger
+// refuses one tag, after every blob, manifest and link was written) leaves
+// nothing behind.
+func TestRecordRollsBack(t *testing.T) {
+	ctx := t.Context()
+	x, err := Open(ctx, filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	// A temporary trigger lives on the writer's one connection.
+	if _, err := x.w.ExecContext(ctx, `
+CREATE TEMP TRIGGER refuse BEFORE INSERT ON main.tags WHEN NEW.name = 'refused'
+BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`); err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromString("m")
+	b := meta.Batch{
+		Blobs:     []meta.Blob{{Digest: digest.FromString("l"), Size: 1}},
+		Manifests: []meta.Manifest{{Digest: d, MediaType: "m", Size: 2, Refs: []digest.Digest{digest.FromString("l")}}},
+		Links:     []meta.Link{{Upstream: "u", Repo: "r", Digest: d}},
+		Tags: []meta.Tag{
+			{Upstream: "u", Repo: "r", Name: "accepted", Digest: d},
+			{Upstream: "u", Repo: "r", Name: "refused", Digest: d},
+		},
+	}
+	if err := x.Record(ctx, b); err == nil {
+		t.Fatal("Record with a refused tag succeeded")
+	} else if errors.Is(err, meta.ErrInvalid) {
+		t.Errorf("Record = %v; a storage failure is not ErrInvalid", err)
+	}
+	for _, table := range []string{"tags", "links", "manifests", "manifest_refs", "blobs"} {
+		var n int
+		if err := x.w.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%d rows in %s after a failed Record, want 0", n, table)
+		}
+	}
+	// The writer is usable again.
+	b.Tags = b.Tags[:1]
+	if err := x.Record(ctx, b); err != nil {
+		t.Fatalf("Record after a failed one: %v", err)
+	}
+	if _, err := x.Tag(ctx, "u", "r", "accepted"); err != nil {
+		t.Errorf("Tag after Record: %v", err)
 	}
 }

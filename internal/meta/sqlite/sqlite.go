@@ -177,10 +177,7 @@ func (x *Index) Tag(ctx context.Context, upstream, repo, name string) (meta.Tag,
 
 // PutTag implements meta.Index.
 func (x *Index) PutTag(ctx context.Context, t meta.Tag) error {
-	_, err := x.w.ExecContext(ctx, `
-INSERT INTO tags (upstream, repo, name, digest, checked_at) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (upstream, repo, name) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at`,
-		t.Upstream, t.Repo, t.Name, t.Digest.String(), fromTime(t.CheckedAt))
+	_, err := x.w.ExecContext(ctx, sqlPutTag, t.Upstream, t.Repo, t.Name, t.Digest.String(), fromTime(t.CheckedAt))
 	if err != nil {
 		return fmt.Errorf("sqlite: put tag %s/%s:%s: %w", t.Upstream, t.Repo, t.Name, err)
 	}
@@ -258,31 +255,12 @@ ORDER BY r.pos`, d.String())
 // PutManifest implements meta.Index.
 func (x *Index) PutManifest(ctx context.Context, m meta.Manifest) error {
 	err := x.write(ctx, func(tx *sql.Tx) error {
-		// An upsert, not INSERT OR REPLACE: replacing would delete the
-		// row first, a needless cascade.
-		if _, err := tx.ExecContext(ctx, `
-INSERT INTO manifests (digest, media_type, size) VALUES (?, ?, ?)
-ON CONFLICT (digest) DO UPDATE SET media_type = excluded.media_type, size = excluded.size`,
-			m.Digest.String(), m.MediaType, m.Size); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_refs WHERE manifest = ?`, m.Digest.String()); err != nil {
-			return err
-		}
-		if len(m.Refs) == 0 {
-			return nil
-		}
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO manifest_refs (manifest, pos, ref) VALUES (?, ?, ?)`)
+		st, closeAll, err := prepare(ctx, tx, sqlPutManifest, sqlDeleteRefs, sqlInsertRef)
 		if err != nil {
 			return err
 		}
-		defer ins.Close()
-		for i, ref := range m.Refs {
-			if _, err := ins.ExecContext(ctx, m.Digest.String(), i, ref.String()); err != nil {
-				return err
-			}
-		}
-		return nil
+		defer closeAll()
+		return putManifest(ctx, st[0], st[1], st[2], m)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: put manifest %s: %w", m.Digest, err)
@@ -305,9 +283,7 @@ func (x *Index) Blob(ctx context.Context, d digest.Digest) (meta.Blob, error) {
 
 // PutBlob implements meta.Index.
 func (x *Index) PutBlob(ctx context.Context, b meta.Blob) error {
-	_, err := x.w.ExecContext(ctx, `
-INSERT INTO blobs (digest, size) VALUES (?, ?)
-ON CONFLICT (digest) DO UPDATE SET size = excluded.size`, b.Digest.String(), b.Size)
+	_, err := x.w.ExecContext(ctx, sqlPutBlob, b.Digest.String(), b.Size)
 	if err != nil {
 		return fmt.Errorf("sqlite: put blob %s: %w", b.Digest, err)
 	}
@@ -320,8 +296,7 @@ func (x *Index) Link(ctx context.Context, upstream, repo string, ds ...digest.Di
 		return nil
 	}
 	err := x.write(ctx, func(tx *sql.Tx) error {
-		ins, err := tx.PrepareContext(ctx,
-			`INSERT INTO links (upstream, repo, digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`)
+		ins, err := tx.PrepareContext(ctx, sqlLink)
 		if err != nil {
 			return err
 		}
@@ -438,6 +413,61 @@ UNION SELECT digest FROM access`)
 		}
 	}
 	return absent, rows.Err()
+}
+
+// The statements that record content, shared by the single-record methods
+// and Record.
+const (
+	sqlPutTag = `
+INSERT INTO tags (upstream, repo, name, digest, checked_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (upstream, repo, name) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at`
+	// An upsert, not INSERT OR REPLACE: replacing would delete the row
+	// first, a needless cascade to its refs.
+	sqlPutManifest = `
+INSERT INTO manifests (digest, media_type, size) VALUES (?, ?, ?)
+ON CONFLICT (digest) DO UPDATE SET media_type = excluded.media_type, size = excluded.size`
+	sqlDeleteRefs = `DELETE FROM manifest_refs WHERE manifest = ?`
+	sqlInsertRef  = `INSERT INTO manifest_refs (manifest, pos, ref) VALUES (?, ?, ?)`
+	sqlPutBlob    = `
+INSERT INTO blobs (digest, size) VALUES (?, ?)
+ON CONFLICT (digest) DO UPDATE SET size = excluded.size`
+	sqlLink = `INSERT INTO links (upstream, repo, digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`
+)
+
+// putManifest records m and replaces its refs, through statements prepared
+// from sqlPutManifest, sqlDeleteRefs and sqlInsertRef in one transaction.
+func putManifest(ctx context.Context, put, deleteRefs, insertRef *sql.Stmt, m meta.Manifest) error {
+	if _, err := put.ExecContext(ctx, m.Digest.String(), m.MediaType, m.Size); err != nil {
+		return err
+	}
+	if _, err := deleteRefs.ExecContext(ctx, m.Digest.String()); err != nil {
+		return err
+	}
+	for i, ref := range m.Refs {
+		if _, err := insertRef.ExecContext(ctx, m.Digest.String(), i, ref.String()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepare prepares qs in tx, in order; closeAll closes them (a transaction's
+// statements are also closed when it ends, but not before).
+func prepare(ctx context.Context, tx *sql.Tx, qs ...string) (stmts []*sql.Stmt, closeAll func(), err error) {
+	closeAll = func() {
+		for _, s := range stmts {
+			s.Close()
+		}
+	}
+	for _, q := range qs {
+		s, err := tx.PrepareContext(ctx, q)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		stmts = append(stmts, s)
+	}
+	return stmts, closeAll, nil
 }
 
 // write runs fn in a transaction on the writer connection and commits it

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
 
@@ -205,5 +206,47 @@ func BenchmarkLookup(b *testing.B) {
 				i++
 			}
 		})
+	})
+}
+
+// FuzzRepositoriesMatch checks that Match selects the same repositories in
+// SQLite as in the in-memory index, whatever the pattern: ASCII letters fold,
+// nothing else does, and no character is a wildcard.
+func FuzzRepositoriesMatch(f *testing.F) {
+	ctx := f.Context()
+	x := open(f, dbPath(f))
+	defer x.Close()
+	mem := metatest.NewMemory()
+	defer mem.Close()
+	for _, r := range [][2]string{
+		{"docker.io", "library/nginx"},
+		{"docker.io", "Library/NGINX"},
+		{"ghcr.io", "owner/app_1"},
+		{"ghcr.io", "owner/app%1"},
+		{"quay.io", "ÉCOLE/été"},
+		{"registry.k8s.io", "pause"},
+	} {
+		for _, idx := range []meta.Index{x, mem} {
+			if err := idx.Link(ctx, r[0], r[1], digest.FromString(r[1])); err != nil {
+				f.Fatal(err)
+			}
+		}
+	}
+	for _, seed := range []string{"", "nginx", "NGINX", "io/lib", "_", "%", "app_", "é", "É", "école", "\x00", "/"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, match string) {
+		q := meta.RepositoryQuery{Match: match}
+		want, err := mem.Repositories(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := x.Repositories(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("Repositories(Match: %q) (-memory +sqlite):\n%s", match, diff)
+		}
 	})
 }
