@@ -85,6 +85,18 @@ const numberFormat = new Intl.NumberFormat('en-US');
 const fmtCount = (n) => (typeof n === 'number' ? numberFormat.format(n) : '—');
 const fmtPercent = (r) => `${(r * 100).toFixed(1)}%`;
 
+// plural is "1 tag", "2 tags".
+const plural = (n, word) => `${fmtCount(n)} ${word}${n === 1 ? '' : 's'}`;
+
+// fmtGoDuration shortens a Go duration string: "720h0m0s" is "30 days",
+// "36h0m0s" is "36h".
+function fmtGoDuration(s) {
+  const m = /^(\d+)h0m0s$/.exec(s || '');
+  if (!m) return s;
+  const hours = Number(m[1]);
+  return hours % 24 === 0 ? plural(hours / 24, 'day') : `${hours}h`;
+}
+
 const relativeFormat = new Intl.RelativeTimeFormat('en', { numeric: 'auto' });
 const RELATIVE_STEPS = [
   ['second', 60], ['minute', 60], ['hour', 24], ['day', 30], ['month', 12], ['year', Infinity],
@@ -388,18 +400,19 @@ function renderStats(s) {
   size.dataset.bytes = String(c.bytes || 0);
   const meter = $('#cache-meter');
   if (c.max_bytes > 0) {
-    size.textContent = `${fmtBytes(c.bytes)} of ${fmtBytes(c.max_bytes)} (${fmtPercent(c.bytes / c.max_bytes)})`;
+    size.replaceChildren(fmtBytes(c.bytes), ' ',
+      h('span', { class: 'muted small' }, `of ${fmtBytes(c.max_bytes)} · ${fmtPercent(c.bytes / c.max_bytes)}`));
     meter.max = c.max_bytes;
     meter.high = c.max_bytes * 0.9; // eviction brings the cache back under 90%
     meter.value = Math.min(c.bytes, c.max_bytes);
     meter.hidden = false;
   } else {
-    size.textContent = `${fmtBytes(c.bytes)} · unbounded`;
+    size.replaceChildren(fmtBytes(c.bytes), ' ', h('span', { class: 'muted small' }, 'unbounded'));
     meter.hidden = true;
   }
   setText('#cache-manifests', fmtCount(c.manifests));
   setText('#cache-blobs', fmtCount(c.blobs));
-  setText('#cache-max-age', c.max_age || 'none');
+  setText('#cache-max-age', c.max_age ? fmtGoDuration(c.max_age) : 'none');
 
   const ratio = $('#hit-ratio');
   ratio.textContent = t.hits + t.misses > 0 ? fmtPercent(t.hit_ratio || 0) : '—';
@@ -422,7 +435,7 @@ function renderStats(s) {
 // gcSummary describes one eviction run.
 function gcSummary(r) {
   const parts = [
-    `evicted ${fmtCount(r.manifests)} manifests and ${fmtCount(r.blobs)} blobs, ${fmtBytes(r.bytes)} freed`,
+    `evicted ${plural(r.manifests, 'manifest')} and ${plural(r.blobs, 'blob')}, ${fmtBytes(r.bytes)} freed`,
     `cache ${fmtBytes(r.size_before)} → ${fmtBytes(r.size_after)}`,
   ];
   if (r.in_use) parts.push(`${fmtCount(r.in_use)} skipped while in use`);
@@ -671,7 +684,7 @@ function showDeletion(what, d) {
   const kept = d.kept || [];
   out.replaceChildren(
     h('p', {}, h('strong', {}, `${what}. `),
-      `Removed ${fmtCount(d.tags)} tags, ${fmtCount(d.manifests)} manifests and ${fmtCount(d.blobs)} blobs; `,
+      `Removed ${plural(d.tags, 'tag')}, ${plural(d.manifests, 'manifest')} and ${plural(d.blobs, 'blob')}; `,
       h('span', { 'data-testid': 'freed' }, `${fmtBytes(d.bytes)} freed`), '.'),
     kept.length === 0 ? null : h('div', {},
       h('p', {}, `Kept ${fmtCount(kept.length)}:`),
@@ -710,8 +723,16 @@ function showPrefetch(v) {
     }
   });
 
-  // The list refreshes while any job in it is still running.
+  // The list refreshes while any job in it is still running, and when the
+  // job shown finishes.
+  let jobsTimer = null;
+  let jobsSeq = 0; // the latest load; older answers are dropped
   const loadJobs = async () => {
+    if (jobsTimer !== null) {
+      v.cancel(jobsTimer);
+      jobsTimer = null;
+    }
+    const mine = ++jobsSeq;
     let jobs;
     try {
       jobs = await api(API.prefetchJobs, { signal: v.signal });
@@ -719,9 +740,11 @@ function showPrefetch(v) {
       v.fail(e, 'Loading prefetch jobs');
       return;
     }
-    if (!v.live) return;
+    if (!v.live || mine !== jobsSeq) return;
     renderJobs(jobs || [], shown);
-    if ((jobs || []).some((j) => !TERMINAL.has(j.state))) v.after(JOBS_REFRESH_MS, loadJobs);
+    if (jobsTimer === null && (jobs || []).some((j) => !TERMINAL.has(j.state))) {
+      jobsTimer = v.after(JOBS_REFRESH_MS, loadJobs);
+    }
   };
   loadJobs();
 
@@ -736,7 +759,8 @@ function showPrefetch(v) {
     }
     if (!v.live) return;
     renderJob(v, job);
-    if (!TERMINAL.has(job.state)) v.after(JOB_POLL_MS, poll);
+    if (TERMINAL.has(job.state)) loadJobs();
+    else v.after(JOB_POLL_MS, poll);
   };
   poll();
 }
