@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the real container clients the end-to-end suite (test/e2e) drives:
-# dockerd + docker, containerd + ctr, podman, skopeo, crane, jq, and uidmap
-# (newuidmap/newgidmap, which podman looks for even as root).
+# dockerd + docker, containerd + ctr, podman, skopeo, crane, jq, uidmap
+# (newuidmap/newgidmap, which podman looks for even as root), and chromium,
+# which the web UI test drives headless.
 #
 # Idempotent and quiet: a package is installed only when one of its binaries
 # is missing, crane only when it is not on PATH (or in $(go env GOPATH)/bin).
 # The Debian packages come from the distribution's archive; crane from the Go
 # module proxy at a pinned version. Podman runs with the vfs storage driver in
 # the suite, so fuse-overlayfs, slirp4netns and the other recommended
-# packages are not needed (--no-install-recommends).
+# packages are not needed (--no-install-recommends); chromium runs headless and
+# needs none of its recommended packages either (the DejaVu fonts fontconfig
+# brings are enough for the screenshots).
 set -euo pipefail
 
 CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
@@ -22,6 +25,7 @@ declare -A pkg_of=(
   [skopeo]=skopeo
   [jq]=jq
   [newuidmap]=uidmap
+  [chromium]=chromium
 )
 
 missing=()

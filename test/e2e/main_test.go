@@ -205,8 +205,8 @@ func clientVersions(ctx context.Context, e *env) string {
 	return strings.Join(parts, "; ")
 }
 
-// clientTools are the binaries the scenarios drive.
-var clientTools = []string{"dockerd", "docker", "containerd", "ctr", "podman", "skopeo", "crane", "jq"}
+// clientTools are the binaries the scenarios drive (chromium: the web UI's).
+var clientTools = []string{"dockerd", "docker", "containerd", "ctr", "podman", "skopeo", "crane", "jq", "chromium"}
 
 // findTools looks every client up on PATH, and crane also in the Go bin
 // directory where scripts/install-e2e-deps.sh puts it.
