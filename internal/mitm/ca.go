@@ -134,9 +134,9 @@ func exists(path string) (bool, error) {
 	}
 }
 
-// createCA generates a new CA and writes it to dir: the key first, so that a
-// crash between the two renames leaves a key without certificate, which
-// LoadOrCreateCA reports instead of silently minting a second CA.
+// createCA generates a new CA and writes it to dir, the key first. A crash
+// between the two renames leaves a key without certificate, which
+// LoadOrCreateCA reports instead of silently creating a second CA.
 func createCA(dir string, now time.Time) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -185,6 +185,10 @@ func createCA(dir string, now time.Time) (*CA, error) {
 	}
 	ca := newCA(cert, key)
 	if err := writeFileAtomic(dir, CertFile, ca.certPEM, 0o644); err != nil {
+		// The key was created a moment ago and never used; removing it
+		// lets the next start create a whole CA instead of reporting an
+		// incomplete one.
+		os.Remove(filepath.Join(dir, KeyFile))
 		return nil, err
 	}
 	if err := syncDir(dir); err != nil {

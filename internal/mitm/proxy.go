@@ -268,7 +268,8 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, a authority) {
 	}
 	defer tc.release()
 	if !p.attach(tc, conn, target) {
-		tc.closeAll()
+		conn.Close()
+		target.Close()
 		return
 	}
 	if err := writeEstablished(conn); err != nil {
@@ -379,14 +380,12 @@ func (p *Proxy) acquire(host string, intercept bool) (*trackedConn, *connListene
 }
 
 // attach records the hijacked connection (and the tunnel peer) of tc so
-// Close can end them; false if the proxy closed meanwhile.
+// Close can end them; false if the proxy closed meanwhile, in which case the
+// caller closes them.
 func (p *Proxy) attach(tc *trackedConn, conn, peer net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		if peer != nil {
-			peer.Close()
-		}
 		return false
 	}
 	tc.Conn = conn

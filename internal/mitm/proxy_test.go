@@ -621,3 +621,39 @@ func TestProxyHTTP2Connect(t *testing.T) {
 		t.Errorf("HTTP/2 CONNECT = %d, want 505", rec.Code)
 	}
 }
+
+// TestProxyClosedDuringDial closes the proxy while a tunnel target is being
+// dialled: the tunnel must not start, and both connections must be closed.
+func TestProxyClosedDuringDial(t *testing.T) {
+	echo := startEcho(t)
+	closed := make(chan error, 1)
+	h := newHarness(t, func(p *Proxy) {
+		p.Tunnel = func(string) bool { return true }
+		p.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			go func() { closed <- p.Close() }()
+			// Close waits for this tunnel, so it cannot finish first;
+			// wait (boundedly) until it has started.
+			for range 1000 {
+				p.mu.Lock()
+				done := p.closed
+				p.mu.Unlock()
+				if done {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+	})
+	c := h.dial(t)
+	if _, err := io.WriteString(c, "CONNECT "+echo+" HTTP/1.1\r\nHost: "+echo+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Errorf("client got %q, %v; want the connection closed without a reply", b, err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
