@@ -239,6 +239,11 @@ func (b *browser) screenshot(label string) string {
 		b.t.Logf("screenshot %s: %v", label, err)
 		return ""
 	}
+	// What a script bug prints where a value should be.
+	if junk, err := runIn(b, 5*time.Second, chromedp.Evaluate[string](
+		`(document.body.innerText.match(/\b(undefined|null|NaN)\b|\[object Object\]/) || [''])[0]`)); err == nil && junk != "" {
+		b.problem(fmt.Sprintf("the page shows %q (at the %s screenshot)", junk, label))
+	}
 	png, err := runIn(b, uiStepTimeout, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {
 		b.t.Logf("screenshot %s: %v", label, err)

@@ -60,6 +60,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// fill replaces el's children, leaving out null and undefined (which
+// replaceChildren would print as text).
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function setText(sel, text) {
   $(sel).textContent = text;
 }
@@ -394,7 +400,8 @@ function showOverview(v) {
 function renderStats(s) {
   const c = s.cache || {};
   const t = s.traffic || {};
-  setText('#version', s.version ? `v${s.version.replace(/^v/, '')}` : '');
+  // "1.2.3" reads as v1.2.3; "dev" or a commit stays as it is.
+  setText('#version', /^\d/.test(s.version || '') ? `v${s.version}` : s.version || '');
 
   const size = $('#cache-size');
   size.dataset.bytes = String(c.bytes || 0);
@@ -508,6 +515,7 @@ function showRepositories(v) {
       else tbody.replaceChildren(...rows);
       next = page.next || '';
       more.hidden = !next;
+      $('#repos').hidden = tbody.children.length === 0;
       empty.hidden = tbody.children.length > 0;
     } catch (e) {
       v.fail(e, 'Loading repositories');
@@ -594,9 +602,11 @@ function showRepository(v) {
       }
     }
     if (!v.live) return;
+    const any = Boolean(tags && tags.length > 0);
     $('#tags tbody').replaceChildren(...(tags || []).map((t) => tagRow(v, t, load)));
-    $('#tags-empty').hidden = tags && tags.length > 0;
-    $('#delete-repo').disabled = !(tags && tags.length > 0);
+    $('#tags').hidden = !any;
+    $('#tags-empty').hidden = any;
+    $('#delete-repo').disabled = !any;
   };
 
   v.listen($('#delete-repo'), 'click', async (ev) => {
@@ -682,7 +692,7 @@ function showDeletion(what, d) {
   const out = $('#deletion');
   out.dataset.bytes = String(d.bytes || 0);
   const kept = d.kept || [];
-  out.replaceChildren(
+  fill(out,
     h('p', {}, h('strong', {}, `${what}. `),
       `Removed ${plural(d.tags, 'tag')}, ${plural(d.manifests, 'manifest')} and ${plural(d.blobs, 'blob')}; `,
       h('span', { 'data-testid': 'freed' }, `${fmtBytes(d.bytes)} freed`), '.'),
@@ -849,6 +859,7 @@ function renderJobs(jobs, shown) {
     return row;
   });
   $('#jobs tbody').replaceChildren(...rows);
+  $('#jobs').hidden = jobs.length === 0;
   $('#jobs-empty').hidden = jobs.length > 0;
 }
 
