@@ -1,9 +1,10 @@
 // Package gc evicts content from the cache so that it stays within its
-// configured size and age (PRODUCT item 9). It owns the eviction rule; the
-// index (meta.Index) and the blob store (blob.Store) hold what it decides
-// on, and the mirror (Guard) says what is in use.
+// configured size and age (PRODUCT item 9), and deletes content on demand.
+// It owns the eviction rule and the delete rule; the index (meta.Index) and
+// the blob store (blob.Store) hold what it decides on, and the mirror
+// (Guard) says what is in use.
 //
-// The rule:
+// Evicting (Collector.Run, Collector.Loop):
 //
 //   - The unit of eviction is a manifest — an image manifest or an index —
 //     together with the blobs that only it references (its config and
@@ -34,6 +35,27 @@
 //     on with the next one. The cache can therefore stay above MaxSize
 //     while clients pull more than MaxSize at once.
 //
+// Deleting (Collector.Remove; the admin API's deletes):
+//
+//   - Deleting removes the content asked for — manifests or blobs — at once,
+//     whatever its age, with the content only it references: the unit is
+//     the same as eviction's, an image manifest with its config and layers
+//     that no other cached manifest references, an index with its child
+//     manifests that no other cached manifest references, and theirs.
+//   - Content that another cached manifest still references is never
+//     deleted: it is kept and reported as "referenced", with the manifests
+//     that reference it.
+//   - Deleting a tag deletes the tag, then the manifest it pointed to by
+//     this rule; deleting a repository deletes its tags and links, then
+//     every manifest and blob it had, by the same rule. Either way, content
+//     another tag still points to is kept and reported as "tagged", with
+//     those tags. Deleting a digest deletes the tags pointing to it along
+//     with it instead.
+//   - A child manifest that a tag points to is never deleted with its
+//     index; it stays with what it references.
+//   - Content being served, fetched or stored is kept and reported as
+//     "in_use"; deleting it again later succeeds.
+//
 // Invariants:
 //   - Index records go before bytes: a unit's records are removed
 //     (meta.Index.Evict, one transaction) and only then its files, so the
@@ -42,8 +64,8 @@
 //   - meta.Index.Evict re-checks, in that transaction, that no manifest
 //     outside the unit references what is being evicted, so a manifest
 //     recorded while a run was deciding keeps its layers.
-//   - One run at a time per Collector; a background Loop and on-demand Runs
-//     take turns.
+//   - One run at a time per Collector; a background Loop, on-demand Runs
+//     and Removes take turns.
 package gc
 
 import (
@@ -90,8 +112,9 @@ type Config struct {
 	MaxAge time.Duration
 	// Logger receives one line per run, and the errors of Loop.
 	Logger *slog.Logger
-	// Observe, when set, is called after every run with its report and
-	// error (metrics, tests).
+	// Observe, when set, is called after every run and every Remove
+	// (except one that found nothing cached) with its report and error
+	// (metrics, tests).
 	Observe func(Report, error)
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
@@ -110,7 +133,8 @@ type Report struct {
 	Duration              time.Duration
 }
 
-// Collector evicts content by the rule in the package documentation.
+// Collector evicts and deletes content by the rules in the package
+// documentation.
 type Collector struct {
 	blobs   blob.Store
 	index   meta.Index
@@ -181,12 +205,10 @@ func (c *Collector) Loop(ctx context.Context, every time.Duration) {
 // Run evicts what the rule says must go now and reports what it did. On an
 // error the report covers what was done before it.
 func (c *Collector) Run(ctx context.Context) (rep Report, err error) {
-	select {
-	case c.turn <- struct{}{}:
-	case <-ctx.Done():
-		return Report{}, context.Cause(ctx)
+	if err := c.takeTurn(ctx); err != nil {
+		return Report{}, err
 	}
-	defer func() { <-c.turn }()
+	defer c.endTurn()
 	start := time.Now()
 	defer func() {
 		rep.Duration = time.Since(start)
@@ -217,6 +239,19 @@ func (c *Collector) Run(ctx context.Context) (rep Report, err error) {
 	}
 	return rep, err
 }
+
+// takeTurn waits until no other run or removal is going on, or ctx is done.
+// A successful call is followed by endTurn.
+func (c *Collector) takeTurn(ctx context.Context) error {
+	select {
+	case c.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (c *Collector) endTurn() { <-c.turn }
 
 func (c *Collector) logReport(ctx context.Context, rep Report) {
 	level := slog.LevelDebug
@@ -254,35 +289,18 @@ func (c *Collector) evict(ctx context.Context, g *graph, now time.Time, rep *Rep
 			break // the queue is in LRU order: nothing after n is older
 		}
 		unit := n.unit()
-		ds := make([]digest.Digest, len(unit))
-		for i, u := range unit {
-			ds[i] = u.d
-		}
-		release, ok := c.guard.Reserve(ds...)
+		release, ok := c.guard.Reserve(digests(unit)...)
 		if !ok {
 			rep.InUse++
 			continue
 		}
-		freed, failed, err := c.delete(ctx, ds)
+		gone, failed, err := c.deleteUnit(ctx, unit, rep)
 		release()
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
 		errs = append(errs, failed...)
-		for _, u := range unit {
-			if _, ok := freed[u.d]; !ok {
-				u.kept = true // a manifest recorded since the listing references it
-				continue
-			}
-			u.evicted = true
-			size -= u.size
-			rep.Bytes += freed[u.d]
-			if u.manifest {
-				rep.Manifests++
-			} else {
-				rep.Blobs++
-			}
-		}
+		size -= gone
 		if n.evicted {
 			for _, r := range n.refs {
 				r.parents--
@@ -293,6 +311,34 @@ func (c *Collector) evict(ctx context.Context, g *graph, now time.Time, rep *Rep
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// deleteUnit deletes unit, which the caller reserved, through delete. Each
+// node is marked evicted, or kept when the index refused to let it go (a
+// manifest recorded since the snapshot references it), and rep counts what
+// went. gone is the recorded size of what went; failed and err are
+// delete's.
+func (c *Collector) deleteUnit(ctx context.Context, unit []*node, rep *Report) (gone int64, failed []error, err error) {
+	freed, failed, err := c.delete(ctx, digests(unit))
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, u := range unit {
+		bytes, ok := freed[u.d]
+		if !ok {
+			u.kept = true
+			continue
+		}
+		u.evicted = true
+		gone += u.size
+		rep.Bytes += bytes
+		if u.manifest {
+			rep.Manifests++
+		} else {
+			rep.Blobs++
+		}
+	}
+	return gone, failed, nil
 }
 
 // delete removes the records of ds, then the bytes of what the index let

@@ -31,6 +31,15 @@ type node struct {
 	visit   uint8
 }
 
+// digests lists the digests of ns, in order.
+func digests(ns []*node) []digest.Digest {
+	ds := make([]digest.Digest, len(ns))
+	for i, n := range ns {
+		ds[i] = n.d
+	}
+	return ds
+}
+
 // unit is n with the blobs only n references: what one eviction deletes.
 func (n *node) unit() []*node {
 	unit := []*node{n}
@@ -42,18 +51,18 @@ func (n *node) unit() []*node {
 	return unit
 }
 
-// graph is a snapshot of the index: every node, the cached size, and the
-// units that may go now (parents == 0) in LRU order.
+// graph is a snapshot of the index: every node, the cached size, and, for
+// eviction, the units that may go now (parents == 0) in LRU order.
 type graph struct {
 	nodes map[digest.Digest]*node
 	size  int64
 	queue lru
 }
 
-// load builds the graph from the index. Records with no last access get
-// now, which is also recorded, so that they age from the first time a run
-// saw them.
-func (c *Collector) load(ctx context.Context, now time.Time) (*graph, error) {
+// snapshot builds the graph of what the index records: every node with its
+// references and parent counts, and the cached size. Eviction orders it
+// (load); Remove walks it.
+func (c *Collector) snapshot(ctx context.Context) (*graph, error) {
 	ms, err := c.index.Manifests(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list manifests: %w", err)
@@ -81,19 +90,8 @@ func (c *Collector) load(ctx context.Context, now time.Time) (*graph, error) {
 	for _, b := range bs {
 		get(b.Digest, b.Size, b.LastAccess)
 	}
-
-	var unseen []digest.Digest
 	for _, n := range g.nodes {
 		g.size += n.size
-		if n.access.IsZero() {
-			n.access = now
-			unseen = append(unseen, n.d)
-		}
-	}
-	if len(unseen) > 0 {
-		if err := c.index.Touch(ctx, now, unseen...); err != nil {
-			return nil, fmt.Errorf("record first access: %w", err)
-		}
 	}
 
 	// References between recorded content only: a manifest may reference
@@ -109,6 +107,29 @@ func (c *Collector) load(ctx context.Context, now time.Time) (*graph, error) {
 			seen[ref] = true
 			n.refs = append(n.refs, r)
 			r.parents++
+		}
+	}
+	return g, nil
+}
+
+// load builds the graph from the index and queues the units that may go
+// now in LRU order. Records with no last access get now, which is also
+// recorded, so that they age from the first time a run saw them.
+func (c *Collector) load(ctx context.Context, now time.Time) (*graph, error) {
+	g, err := c.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var unseen []digest.Digest
+	for _, n := range g.nodes {
+		if n.access.IsZero() {
+			n.access = now
+			unseen = append(unseen, n.d)
+		}
+	}
+	if len(unseen) > 0 {
+		if err := c.index.Touch(ctx, now, unseen...); err != nil {
+			return nil, fmt.Errorf("record first access: %w", err)
 		}
 	}
 	for _, n := range g.nodes {
