@@ -3,6 +3,10 @@
 // other registry for Docker, containerd, Podman, skopeo and crane.
 //
 // main only wires: flags → configuration → server → run until a signal.
+// The other subcommands (stats, ls, rm, gc, prefetch, export, import) are
+// clients of the admin API (cli.go and one file per command); they reach a
+// running server, or open the data directory in-process and serve the same
+// API to themselves.
 package main
 
 import (
@@ -27,34 +31,90 @@ import (
 var version = ""
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// One signal context for every command: serve shuts down gracefully,
+	// prefetch cancels its job, export removes its partial file.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], osStdio())
+	stop()
+	os.Exit(code)
 }
 
-const usage = `wharf — a pull-through cache for container registries
+// clientCommands are the subcommands that work on a cache through the
+// admin API, in the order the usage lists them.
+var clientCommands = []struct {
+	name string
+	make func(stdio, *commonFlags) command
+}{
+	{"stats", statsCommand},
+	{"ls", lsCommand},
+	{"rm", rmCommand},
+	{"gc", gcCommand},
+	{"prefetch", prefetchCommand},
+	{"export", exportCommand},
+	{"import", importCommand},
+}
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString(`wharf — a pull-through cache for container registries
 
 Usage:
-  wharf serve [flags]    run the mirror (see "wharf serve --help")
-  wharf version          print the version
-  wharf help             show this help
-`
+  wharf serve [flags]
+      run the mirror (see "wharf serve --help")
+`)
+	for _, c := range clientCommands {
+		doc := c.make(stdio{}, &commonFlags{}).doc
+		fmt.Fprintf(&b, "  wharf %s\n      %s\n", strings.TrimSpace(doc.name+" "+shortSynopsis(doc.synopsis)), doc.summary)
+	}
+	b.WriteString(`  wharf version
+      print the version
+  wharf help [COMMAND]
+      show this help, or a command's
 
-func run(args []string, stdout, stderr io.Writer) int {
+The commands after serve work on a running wharf through its admin API
+(--server URL, or the admin_listen of the configuration), or, when none
+answers, on the data directory directly. "wharf COMMAND --help" shows a
+command's flags and examples.
+
+`)
+	b.WriteString(exitCodesHelp)
+	return b.String()
+}
+
+// shortSynopsis drops "[flags]" from a synopsis for the command list.
+func shortSynopsis(s string) string {
+	return strings.TrimSpace(strings.Replace(s, "[flags]", "", 1))
+}
+
+func run(ctx context.Context, args []string, std stdio) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+		fmt.Fprint(std.err, usage())
+		return exitUsage
+	}
+	for _, c := range clientCommands {
+		if c.name == args[0] {
+			cf := &commonFlags{}
+			return runCommand(ctx, std, cf, c.make(std, cf), args[1:])
+		}
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:], stdout, stderr)
+		return serve(ctx, args[1:], std.out, std.err)
 	case "version":
-		fmt.Fprintln(stdout, "wharf", buildVersion())
-		return 0
+		fmt.Fprintln(std.out, "wharf", buildVersion())
+		return exitOK
 	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, usage)
-		return 0
+		if len(args) > 1 && args[1] != "serve" {
+			return run(ctx, []string{args[1], "--help"}, std)
+		}
+		if len(args) > 1 {
+			return serve(ctx, []string{"--help"}, std.out, std.err)
+		}
+		fmt.Fprint(std.out, usage())
+		return exitOK
 	default:
-		fmt.Fprintf(stderr, "wharf: unknown command %q\n\n%s", args[0], usage)
-		return 2
+		fmt.Fprintf(std.err, "wharf: unknown command %q\n\n%s", args[0], usage())
+		return exitUsage
 	}
 }
 
@@ -73,7 +133,7 @@ type serveFlags struct {
 	upstreams                                                     []string
 }
 
-func serve(args []string, stdout, stderr io.Writer) int {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f serveFlags
 	fs := flag.NewFlagSet("wharf serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are printed as one line below
@@ -115,9 +175,6 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := runServer(ctx, cfg, log); err != nil {
 		log.Error("wharf stopped", "error", err)
 		return 1

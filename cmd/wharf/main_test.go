@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"go.uber.org/goleak"
 
 	"github.com/wharf-mirror/wharf/internal/registrytest"
 )
@@ -37,6 +38,19 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if code == 0 {
+		// The in-process commands start servers and clients of their own;
+		// none may outlive its command.
+		if err := goleak.Find(
+			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+			goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+		); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
@@ -60,6 +74,12 @@ func TestCLI(t *testing.T) {
 		{[]string{"serve", "--config", bad}, 2, []string{"line 2", "tag_tll"}},
 		{[]string{"serve", "--config", invalid}, 2, []string{"ghcr.io", "tag_ttl"}},
 		{[]string{"serve", "--config", filepath.Join(dir, "missing.yaml")}, 2, []string{"missing.yaml"}},
+		{[]string{"help"}, 0, []string{"wharf stats", "wharf ls", "wharf rm", "wharf gc", "wharf prefetch", "wharf export", "wharf import", "Exit codes"}},
+		{[]string{"help", "serve"}, 0, []string{"--upstream"}},
+		{[]string{"prefetch", "--help"}, 0, []string{"Usage: wharf prefetch", "kubeadm config images list | wharf prefetch -"}},
+		{[]string{"ls", "--bogus"}, 2, []string{"wharf ls: flag provided but not defined: -bogus (see wharf ls --help)"}},
+		{[]string{"rm"}, 2, []string{"wharf rm: no reference given"}},
+		{[]string{"stats", "--server", "http://127.0.0.1:1"}, 3, []string{"wharf stats: no wharf answers at http://127.0.0.1:1"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
