@@ -65,12 +65,13 @@ type entry struct {
 
 // layoutBody is the content of oci-layout (image-layout.md, "oci-layout
 // file"). Kept byte-exact so that exports are reproducible.
-var layoutBody = []byte(`{"imageLayoutVersion":"` + ocispec.ImageLayoutVersion + `"}`)
+const layoutBody = `{"imageLayoutVersion":"` + ocispec.ImageLayoutVersion + `"}`
 
-// exportTime is the modification time of every entry: fixed, so that two
-// exports of the same content are byte-identical. The Unix epoch is what
-// reproducible-build tooling uses when no SOURCE_DATE_EPOCH is given.
-var exportTime = time.Unix(0, 0).UTC()
+// exportTime is the modification time of every entry, in Unix seconds:
+// fixed, so that two exports of the same content are byte-identical. The
+// Unix epoch is what reproducible-build tooling uses when no
+// SOURCE_DATE_EPOCH is given.
+const exportTime = 0
 
 // tarBlock is the tar block size: headers are one block, contents are padded
 // to whole blocks, and the archive ends with two zero blocks (POSIX ustar).
@@ -81,10 +82,13 @@ func tarEntrySize(size int64) int64 {
 	return tarBlock + (size+tarBlock-1)/tarBlock*tarBlock
 }
 
-// dirs are the directory entries written before the content, so that tools
-// extracting the archive with strict permissions create them with sensible
-// modes.
-var dirs = []string{blobsDir + "/", blobsDir + "/" + digest.SHA256.String() + "/"}
+// The directory entries written before the content, so that tools
+// extracting the archive create them with sensible modes.
+const (
+	dirBlobs  = blobsDir + "/"
+	dirSHA256 = blobsDir + "/sha256/"
+	numDirs   = 2
+)
 
 // NewPlan walks every image: the manifest, for an index every CACHED child
 // (uncached children of an index are normal — a client pulled one platform —
@@ -166,7 +170,7 @@ func NewPlan(ctx context.Context, blobs blob.Store, index meta.Index, images []I
 	if p.index, err = json.Marshal(idx); err != nil {
 		return nil, fmt.Errorf("encode index.json: %w", err)
 	}
-	p.Size = tarEntrySize(int64(len(layoutBody))) + int64(len(dirs))*tarBlock
+	p.Size = tarEntrySize(int64(len(layoutBody))) + numDirs*tarBlock
 	for _, e := range p.entries {
 		p.Size += tarEntrySize(e.size)
 	}
@@ -344,10 +348,10 @@ const progressStep = 1 << 20
 func (p *Plan) Write(ctx context.Context, w io.Writer, progress func(written int64)) error {
 	cw := &countingWriter{w: w, progress: progress}
 	tw := tar.NewWriter(cw)
-	if err := writeFile(tw, layoutFile, layoutBody); err != nil {
+	if err := writeFile(tw, layoutFile, []byte(layoutBody)); err != nil {
 		return err
 	}
-	for _, dir := range dirs {
+	for _, dir := range [numDirs]string{dirBlobs, dirSHA256} {
 		hdr := header(dir, 0)
 		hdr.Typeflag, hdr.Mode = tar.TypeDir, 0o755
 		if err := tw.WriteHeader(hdr); err != nil {
@@ -426,7 +430,7 @@ func header(name string, size int64) *tar.Header {
 		Name:     name,
 		Size:     size,
 		Mode:     0o644,
-		ModTime:  exportTime,
+		ModTime:  time.Unix(exportTime, 0),
 		Format:   tar.FormatUSTAR,
 	}
 }

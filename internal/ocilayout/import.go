@@ -10,6 +10,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -19,7 +20,10 @@ import (
 	"github.com/wharf-mirror/wharf/internal/meta"
 )
 
-// Importer records an archive's content in the cache.
+// Importer records an archive's content in the cache. Its fields are set
+// before the first Import and not changed afterwards. Imports through one
+// Importer run one at a time; every import into a cache must go through the
+// same Importer (see turn).
 type Importer struct {
 	Blobs blob.Store
 	Index meta.Index
@@ -37,6 +41,13 @@ type Importer struct {
 	Reserve func(ds ...digest.Digest) (release func(), ok bool)
 	// Now is the clock for Tag.CheckedAt; nil: time.Now.
 	Now func() time.Time
+
+	// turn serialises imports through this Importer (a one-slot
+	// semaphore, made on first use): a failing import deletes the blobs
+	// it committed, which a concurrent import may have found present and
+	// be about to record.
+	turnOnce sync.Once
+	turn     chan struct{}
 }
 
 // Report is what an import recorded.
@@ -88,6 +99,13 @@ const rollbackTimeout = time.Minute
 // name is not a valid digest are ignored like other unknown entries; content
 // that is referenced but missing is reported by the walk.
 func (im *Importer) Import(ctx context.Context, r io.Reader) (_ Report, err error) {
+	im.turnOnce.Do(func() { im.turn = make(chan struct{}, 1) })
+	select {
+	case im.turn <- struct{}{}:
+		defer func() { <-im.turn }()
+	case <-ctx.Done():
+		return Report{}, ctx.Err()
+	}
 	st := &importState{im: im, archive: make(map[digest.Digest]int64)}
 	defer func() {
 		if err != nil {

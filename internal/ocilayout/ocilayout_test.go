@@ -32,6 +32,7 @@ import (
 
 	"github.com/wharf-mirror/wharf/internal/blob"
 	"github.com/wharf-mirror/wharf/internal/blob/blobtest"
+	"github.com/wharf-mirror/wharf/internal/blob/fsstore"
 	"github.com/wharf-mirror/wharf/internal/meta"
 	"github.com/wharf-mirror/wharf/internal/meta/metatest"
 	"github.com/wharf-mirror/wharf/internal/meta/sqlite"
@@ -1234,6 +1235,57 @@ func TestImportNames(t *testing.T) {
 	}
 }
 
+// gateReader blocks its first Read until gate is closed, after closing
+// started.
+type gateReader struct {
+	r             io.Reader
+	started, gate chan struct{}
+	once          bool
+}
+
+func (g *gateReader) Read(b []byte) (int, error) {
+	if !g.once {
+		g.once = true
+		close(g.started)
+		<-g.gate
+	}
+	return g.r.Read(b)
+}
+
+// TestImportSerialised: a second import through the same Importer waits for
+// the first, and gives up when its context ends.
+func TestImportSerialised(t *testing.T) {
+	f := newFixture(t)
+	_, archive := f.archive(t)
+	dst := newCache()
+	im := dst.importer()
+
+	first := &gateReader{r: bytes.NewReader(archive), started: make(chan struct{}), gate: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := im.Import(t.Context(), first)
+		done <- err
+	}()
+	<-first.started
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := im.Import(ctx, bytes.NewReader(archive)); !errors.Is(err, context.Canceled) {
+		t.Errorf("waiting import: %v, want %v", err, context.Canceled)
+	}
+	close(first.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rep, err := im.Import(t.Context(), bytes.NewReader(archive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Skipped != rep.Manifests+rep.Blobs {
+		t.Errorf("after the first import, %+v skipped %d", rep, rep.Skipped)
+	}
+}
+
 // FuzzImport feeds arbitrary archives to Import: it must never panic, and a
 // failed import must leave the cache as it was.
 func FuzzImport(f *testing.F) {
@@ -1256,10 +1308,18 @@ func FuzzImport(f *testing.F) {
 }
 
 // BenchmarkExportImport exports 256 MiB of random layers and imports them
-// into an empty cache, through a pipe.
+// into an empty cache, through a pipe. Both caches use the filesystem store,
+// so the figure is the one a server sees (hashing and disk writes included).
 func BenchmarkExportImport(b *testing.B) {
 	const layers, layerSize = 8, 32 << 20
-	src := newCache()
+	newFSCache := func(dir string) cache {
+		s, err := fsstore.New(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return cache{blobs: s, index: metatest.NewMemory()}
+	}
+	src := newFSCache(b.TempDir())
 	r := rand.New(rand.NewSource(1))
 	var descs []ocispec.Descriptor
 	for range layers {
@@ -1277,9 +1337,10 @@ func BenchmarkExportImport(b *testing.B) {
 	d := src.putManifest(b, "docker.io", "library/big", ocispec.MediaTypeImageManifest, must[[]byte](b)(json.Marshal(m)))
 	images := []Image{{Upstream: "docker.io", Repo: "library/big", Tag: "1", Digest: d}}
 	ctx := context.Background()
+	root := b.TempDir()
 
 	b.ReportAllocs()
-	for b.Loop() {
+	for i := 0; b.Loop(); i++ {
 		p, err := NewPlan(ctx, src.blobs, src.index, images)
 		if err != nil {
 			b.Fatal(err)
@@ -1292,13 +1353,17 @@ func BenchmarkExportImport(b *testing.B) {
 			pw.CloseWithError(err)
 			done <- err
 		}()
-		dst := newCache()
+		dir := filepath.Join(root, strconv.Itoa(i))
+		dst := newFSCache(dir)
 		_, err = dst.importer().Import(ctx, pr)
 		pr.CloseWithError(io.ErrClosedPipe)
 		if werr := <-done; werr != nil {
 			b.Fatal(werr)
 		}
 		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
 			b.Fatal(err)
 		}
 	}
