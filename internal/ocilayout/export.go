@@ -124,6 +124,9 @@ func NewPlan(ctx context.Context, blobs blob.Store, index meta.Index, images []I
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if err := img.Digest.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %q: %w", ErrNotCached, img.Digest, err)
+		}
 		rec, err := index.Manifest(ctx, img.Digest)
 		if errors.Is(err, meta.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %s", ErrNotCached, img.Digest)
