@@ -71,13 +71,13 @@ func (c *Collector) Remove(ctx context.Context, roots []digest.Digest, keepTagge
 	start := time.Now()
 	defer func() {
 		rem.Duration = time.Since(start)
-		if errors.Is(err, ErrNotCached) {
-			return // a request for nothing; not a removal
-		}
 		if err != nil {
 			err = fmt.Errorf("gc: remove: %w", err)
 		} else {
 			c.logRemoval(ctx, len(roots), rem)
+		}
+		if errors.Is(err, ErrNotCached) {
+			return // a request for nothing, not a removal
 		}
 		if c.observe != nil {
 			c.observe(rem.Report, err)
