@@ -23,6 +23,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-mirror/wharf/internal/admin"
 	"github.com/wharf-mirror/wharf/internal/blob"
 	"github.com/wharf-mirror/wharf/internal/blob/fsstore"
 	"github.com/wharf-mirror/wharf/internal/config"
@@ -32,6 +33,7 @@ import (
 	"github.com/wharf-mirror/wharf/internal/mirror"
 	"github.com/wharf-mirror/wharf/internal/ociapi"
 	"github.com/wharf-mirror/wharf/internal/route"
+	"github.com/wharf-mirror/wharf/internal/ui"
 	"github.com/wharf-mirror/wharf/internal/upstream"
 )
 
@@ -57,6 +59,8 @@ type Instance struct {
 	admin  http.Handler
 
 	metricsHandler http.Handler // GET /metrics on the admin listener
+	adminAPI       *admin.Handler
+	state          *adminState
 
 	gc *collector // eviction: the collector and its background loop (gc.go)
 }
@@ -98,6 +102,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	}
 	mets, metricsHandler := newMetrics()
 	watchCache(mets, index)
+	state := &adminState{
+		version: opts.Version, started: time.Now(), metrics: mets,
+		health: newHealth(mets), clients: map[string]*upstream.Client{},
+	}
 
 	routes, err := route.NewTable(cfg.DefaultUpstream, routeEntries(cfg))
 	if err != nil {
@@ -122,11 +130,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 			Retries:        cfg.Fetch.Retries,
 			UserAgent:      ua,
 			Logger:         log.With("upstream", name),
-			Observer:       mets,
+			Observer:       state.health,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
+		state.clients[name] = client
 		watchRateLimit(mets, name, client)
 		ups = append(ups, mirror.UpstreamConfig{
 			Name:   name,
@@ -149,12 +158,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	if err != nil {
 		return nil, err
 	}
-	inst = &Instance{cfg: cfg, log: log, lock: lock, blobs: blobs, index: index, mirror: m}
+	inst = &Instance{cfg: cfg, log: log, lock: lock, blobs: blobs, index: index, mirror: m, state: state}
 	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets})
 	inst.metricsHandler = metricsHandler
-	inst.admin = inst.adminHandler()
 	observeGC := func(r gc.Report, err error) {
 		mets.Eviction(r.Manifests, r.Blobs, r.Bytes, err)
+		state.recordGC(r, err)
 		if opts.OnCollect != nil {
 			opts.OnCollect(r, err)
 		}
@@ -163,6 +172,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 		m.Close()
 		return nil, err
 	}
+	if inst.adminAPI, err = inst.newAdminAPI(routes); err != nil {
+		inst.stopGC()
+		m.Close()
+		return nil, err
+	}
+	inst.admin = inst.adminHandler()
 	return inst, nil
 }
 
@@ -217,7 +232,9 @@ func reconcile(ctx context.Context, blobs blob.Store, index meta.Index, log *slo
 // Handler is the registry API.
 func (i *Instance) Handler() http.Handler { return i.api }
 
-// AdminHandler serves /healthz, /readyz and /metrics.
+// AdminHandler serves /healthz, /readyz, /metrics and the admin API
+// (/api/v1/); everything but the health checks needs the admin token when
+// one is configured.
 func (i *Instance) AdminHandler() http.Handler { return i.admin }
 
 func (i *Instance) adminHandler() http.Handler {
@@ -234,7 +251,12 @@ func (i *Instance) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", i.metricsHandler)
+	token := i.cfg.ResolvedAdminToken()
+	mux.Handle("GET /metrics", requireToken(token, i.metricsHandler))
+	mux.Handle("/api/", requireToken(token, i.adminAPI))
+	// The UI's pages hold no data: they load without the token and ask
+	// for it when an API call answers 401.
+	mux.Handle("/", ui.Handler())
 	return mux
 }
 
@@ -305,6 +327,7 @@ func (i *Instance) newHTTPServer(h http.Handler) *http.Server {
 // Close stops eviction and the mirror (cancelling shared fetches) and
 // closes the index.
 func (i *Instance) Close() error {
+	i.adminAPI.Close()
 	i.stopGC()
 	return errors.Join(i.mirror.Close(), i.index.Close(), i.lock.release())
 }
