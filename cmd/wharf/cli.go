@@ -183,7 +183,10 @@ func parse(fs *flag.FlagSet, doc cmdDoc, std stdio, args []string) ([]string, er
 // target is the admin API a command talks to, and how to let go of it.
 type target struct {
 	client *adminapi.Client
-	close  func()
+	// local: the data directory was opened in this process; no server
+	// runs, so its traffic counters are this command's.
+	local bool
+	close func()
 }
 
 // connect finds the wharf a command works on (see printHelp) and returns a
@@ -293,7 +296,7 @@ func connect(ctx context.Context, std stdio, cf *commonFlags, create bool) (*tar
 	}()
 	verbosef("opened data directory %s in this process (%s)", cfg.DataDir, nobody)
 	c := &adminapi.Client{BaseURL: "http://" + ln.Addr().String(), Token: token, HTTP: hc}
-	return &target{client: c, close: func() {
+	return &target{client: c, local: true, close: func() {
 		closeHTTP()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -347,7 +350,7 @@ type command struct {
 	// check validates the arguments before anything is contacted; a usage
 	// error ends the command with exit code 2.
 	check func(args []string) error
-	run   func(ctx context.Context, c *adminapi.Client, args []string) error
+	run   func(ctx context.Context, t *target, args []string) error
 }
 
 // runCommand parses args, connects and runs cmd, and turns the outcome
@@ -360,7 +363,7 @@ func runCommand(ctx context.Context, std stdio, cf *commonFlags, cmd command, ar
 	if err == nil {
 		var t *target
 		if t, err = connect(ctx, std, cf, cmd.create); err == nil {
-			err = cmd.run(ctx, t.client, pos)
+			err = cmd.run(ctx, t, pos)
 			t.close()
 		}
 	}

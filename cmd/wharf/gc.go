@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/wharf-mirror/wharf/internal/adminapi"
 )
 
 func gcCommand(std stdio, cf *commonFlags) command {
@@ -23,7 +21,8 @@ nothing is.`,
   wharf gc --json`,
 		},
 		check: noArgs,
-		run: func(ctx context.Context, c *adminapi.Client, _ []string) error {
+		run: func(ctx context.Context, t *target, _ []string) error {
+			c := t.client
 			r, err := c.GC(ctx)
 			if err != nil {
 				return err

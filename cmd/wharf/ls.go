@@ -65,7 +65,8 @@ not cached) ends with exit code 4.`,
 			}
 			return nil
 		},
-		run: func(ctx context.Context, c *adminapi.Client, args []string) error {
+		run: func(ctx context.Context, t *target, args []string) error {
+			c := t.client
 			l := lister{std: std, cf: cf, c: c, noTrunc: noTrunc, now: time.Now()}
 			switch {
 			case blobs:

@@ -115,10 +115,11 @@ func TestCLI(t *testing.T) {
 
 // process is a wharf serve process.
 type process struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan struct{}
-	logs *bytes.Buffer
+	cmd   *exec.Cmd
+	addr  string // registry API
+	admin string // admin listener
+	done  chan struct{}
+	logs  *bytes.Buffer
 }
 
 func startWharf(t *testing.T, dataDir string, args ...string) *process {
@@ -134,16 +135,20 @@ func startWharf(t *testing.T, dataDir string, args ...string) *process {
 		t.Fatal(err)
 	}
 	p := &process{cmd: cmd, done: make(chan struct{}), logs: new(bytes.Buffer)}
-	addrc := make(chan string, 1)
+	type addrs struct{ api, admin string }
+	addrc := make(chan addrs, 1)
 	go func() {
 		defer close(p.done)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Bytes()
 			p.logs.Write(append(line, '\n'))
-			var rec struct{ Msg, Listen string }
+			var rec struct {
+				Msg, Listen string
+				AdminListen string `json:"admin_listen"`
+			}
 			if json.Unmarshal(line, &rec) == nil && rec.Msg == "wharf serving" {
-				addrc <- rec.Listen
+				addrc <- addrs{rec.Listen, rec.AdminListen}
 			}
 		}
 		cmd.Wait()
@@ -153,7 +158,8 @@ func startWharf(t *testing.T, dataDir string, args ...string) *process {
 		<-p.done
 	})
 	select {
-	case p.addr = <-addrc:
+	case a := <-addrc:
+		p.addr, p.admin = a.api, a.admin
 	case <-p.done:
 		t.Fatalf("wharf exited: %s", p.logs.String())
 	case <-time.After(30 * time.Second):

@@ -82,7 +82,8 @@ server and exits with 130.`,
 			}
 			return nil
 		},
-		run: func(ctx context.Context, c *adminapi.Client, _ []string) error {
+		run: func(ctx context.Context, t *target, _ []string) error {
+			c := t.client
 			return prefetch(ctx, std, cf, c, adminapi.PrefetchRequest{Refs: refs, Platforms: platforms, Concurrency: jobs})
 		},
 	}

@@ -50,7 +50,8 @@ otherwise, 1.`,
 			}
 			return nil
 		},
-		run: func(ctx context.Context, c *adminapi.Client, _ []string) error {
+		run: func(ctx context.Context, t *target, _ []string) error {
+			c := t.client
 			type result struct {
 				Ref      string             `json:"ref"`
 				Deletion *adminapi.Deletion `json:"deletion,omitempty"`

@@ -35,7 +35,8 @@ as the admin API returns them.`,
 			fs.BoolVar(&probe, "probe", false, "ping every upstream before reporting its health")
 		},
 		check: noArgs,
-		run: func(ctx context.Context, c *adminapi.Client, _ []string) error {
+		run: func(ctx context.Context, t *target, _ []string) error {
+			c := t.client
 			st, err := c.Stats(ctx)
 			if err != nil {
 				return err
@@ -51,6 +52,9 @@ as the admin API returns them.`,
 				}{st, ups})
 			}
 			printStats(std.out, st, ups, time.Now())
+			if t.local {
+				fmt.Fprintln(std.out, "\nNo server runs on this data directory: traffic and upstream health are this command's.")
+			}
 			return nil
 		},
 	}

@@ -55,7 +55,8 @@ a terminal; the summary (images, bytes, time) goes to standard error.`,
 			}
 			return nil
 		},
-		run: func(ctx context.Context, c *adminapi.Client, refs []string) error {
+		run: func(ctx context.Context, t *target, refs []string) error {
+			c := t.client
 			start := time.Now()
 			body, size, err := c.Export(ctx, refs)
 			if err != nil {
@@ -180,7 +181,8 @@ terminal when the size is known.`,
 			}
 			return nil
 		},
-		run: func(ctx context.Context, c *adminapi.Client, args []string) error {
+		run: func(ctx context.Context, t *target, args []string) error {
+			c := t.client
 			name := args[0]
 			var src io.Reader = std.in
 			size := int64(-1)
