@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/wharf-mirror/wharf/internal/adminapi"
+	"github.com/wharf-mirror/wharf/internal/config"
+	"github.com/wharf-mirror/wharf/internal/server"
 )
 
 // check asserts a result's exit code and that stdout and stderr contain
@@ -521,6 +523,33 @@ func TestExport(t *testing.T) {
 			t.Errorf("files left after a failed export: %v", entries)
 		}
 	})
+	t.Run("interrupted", func(t *testing.T) {
+		f, url := newFakeAdmin(t)
+		f.export, f.exportStall = archive, make(chan struct{})
+		dir := t.TempDir()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan cliResult, 1)
+		go func() {
+			done <- runCLI(t, cliOptions{ctx: ctx}, "export", "--server", url, "-o", filepath.Join(dir, "x.tar"))
+		}()
+		select {
+		case <-f.exportStall:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the export never started")
+		}
+		cancel()
+		var r cliResult
+		select {
+		case r = <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("export did not end after the interrupt")
+		}
+		r.check(t, exitInterrupted, nil, []string{"interrupted"})
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("files left after an interrupted export: %v", entries)
+		}
+	})
 	t.Run("no wharf at the base URL", func(t *testing.T) {
 		_, url := newFakeAdmin(t)
 		r := runCLI(t, cliOptions{}, "export", "--server", url+"/nothing-here", "-o", filepath.Join(t.TempDir(), "x"))
@@ -593,5 +622,48 @@ func TestParseInterspersed(t *testing.T) {
 				t.Errorf("positional (-want +got):\n%s json %v", diff, cf.json)
 			}
 		})
+	}
+}
+
+// TestAdminListenProbe: without --server, the admin API at the
+// configuration's admin_listen is used when it answers, with the token of
+// the environment.
+func TestAdminListenProbe(t *testing.T) {
+	f, url := newFakeAdmin(t)
+	f.token = "tok"
+	addr := strings.TrimPrefix(url, "http://")
+	r := runCLI(t, cliOptions{env: map[string]string{"WHARF_ADMIN_LISTEN": addr, "WHARF_ADMIN_TOKEN": "tok"}}, "gc", "-v")
+	r.check(t, exitOK, []string{"evicted 0 manifests"}, []string{"using the wharf at " + url + " (admin_listen)"})
+	if got := f.log(); len(got) != 1 || got[0] != "POST /api/v1/gc" {
+		t.Errorf("requests %v", got)
+	}
+	// Without -v nothing says which path was taken.
+	r = runCLI(t, cliOptions{env: map[string]string{"WHARF_ADMIN_LISTEN": addr, "WHARF_ADMIN_TOKEN": "tok"}}, "gc")
+	r.check(t, exitOK, nil, nil)
+	if r.stderr != "" {
+		t.Errorf("stderr without -v: %q", r.stderr)
+	}
+}
+
+// TestDataDirInUse: a data directory another wharf holds, whose admin API
+// does not answer, ends with exit code 3 and a hint to pass --server.
+func TestDataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DataDir = dir
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Resolve(nil, func(string) (string, bool) { return "", false }); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := server.New(context.Background(), cfg, server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	for _, args := range [][]string{{"stats", "--data-dir", dir}, {"import", "-"}} {
+		r := runCLI(t, cliOptions{env: map[string]string{"WHARF_DATA_DIR": dir}}, args...)
+		r.check(t, exitNoServer, nil, []string{"data directory " + dir + " is in use by a running wharf", "pass --server URL"})
 	}
 }

@@ -48,6 +48,9 @@ type fakeAdmin struct {
 	export       []byte
 	exportImages int
 	exportAbort  bool // send half the archive, then abort the connection
+	// exportStall, when not nil, receives once half the archive is sent;
+	// the answer then waits for the client to go away.
+	exportStall chan struct{}
 
 	imported   []byte
 	importFail string // reject an import with this message
@@ -184,6 +187,13 @@ func (f *fakeAdmin) handler() http.Handler {
 		w.Header().Set("Content-Type", "application/x-tar")
 		w.Header().Set("Content-Length", strconv.Itoa(len(f.export)))
 		w.Header().Set(adminapi.HeaderExportImages, strconv.Itoa(f.exportImages))
+		if f.exportStall != nil {
+			w.Write(f.export[:len(f.export)/2])
+			w.(http.Flusher).Flush()
+			f.exportStall <- struct{}{}
+			<-r.Context().Done()
+			return
+		}
 		if f.exportAbort {
 			w.Write(f.export[:len(f.export)/2])
 			w.(http.Flusher).Flush()
