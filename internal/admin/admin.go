@@ -46,6 +46,9 @@ type Mirror interface {
 	Manifest(ctx context.Context, up, repo, ref string, withBody bool) (*mirror.Manifest, error)
 	OpenBlob(ctx context.Context, up, repo string, d digest.Digest) (*mirror.Blob, error)
 	Reserve(ds ...digest.Digest) (release func(), ok bool)
+	// FlushAccess writes batched last-access times to the index, so that
+	// listings show every pull served so far.
+	FlushAccess(ctx context.Context) error
 }
 
 // Collector is the eviction collector; *gc.Collector implements it.

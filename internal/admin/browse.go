@@ -58,6 +58,10 @@ func (h *Handler) repositories(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := h.cfg.Mirror.FlushAccess(r.Context()); err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	repos, err := h.cfg.Index.Repositories(r.Context(), query)
 	if err != nil {
 		h.fail(w, r, err)
@@ -92,6 +96,10 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	up, repo, err := repoParams(r)
 	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if err := h.cfg.Mirror.FlushAccess(ctx); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -189,6 +197,10 @@ func (h *Handler) blobs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		after = d
+	}
+	if err := h.cfg.Mirror.FlushAccess(r.Context()); err != nil {
+		h.fail(w, r, err)
+		return
 	}
 	bs, err := h.cfg.Index.BlobPage(r.Context(), after, limit+1)
 	if err != nil {

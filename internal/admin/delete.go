@@ -98,6 +98,12 @@ func (h *Handler) remove(w http.ResponseWriter, r *http.Request, roots []digest.
 	ctx := r.Context()
 	start := time.Now()
 	rem, err := h.cfg.Collector.Remove(ctx, roots, keepTagged)
+	if errors.Is(err, gc.ErrNotCached) && tagsRemoved > 0 && keepTagged {
+		// The tags (or the repository) went; what they pointed to was
+		// not cached (a tag recorded before its manifest was evicted).
+		writeJSON(w, http.StatusOK, adminapi.Deletion{Tags: tagsRemoved})
+		return
+	}
 	if errors.Is(err, gc.ErrNotCached) {
 		h.fail(w, r, notFound("%s %s is not cached", what, name))
 		return

@@ -128,15 +128,19 @@ func TestAdminBrowseAndDelete(t *testing.T) {
 	if app := page.Repositories[0]; app.Tags != 2 || app.Manifests != 2 || app.Bytes != sizeA+sizeB || app.LastAccess.IsZero() {
 		t.Errorf("library/app = %+v", app)
 	}
+	page = adminapi.RepositoryPage{}
 	adminJSON(t, h, "GET", "/api/v1/repositories?q=SHAR", nil, 200, &page)
 	if len(page.Repositories) != 1 || page.Repositories[0].Name != "library/shared" {
 		t.Errorf("q=SHAR: %+v", page.Repositories)
 	}
+	page = adminapi.RepositoryPage{}
 	adminJSON(t, h, "GET", "/api/v1/repositories?limit=1", nil, 200, &page)
 	if len(page.Repositories) != 1 || page.Next == "" {
 		t.Fatalf("limit=1: %+v", page)
 	}
-	adminJSON(t, h, "GET", "/api/v1/repositories?limit=1&cursor="+page.Next, nil, 200, &page)
+	next := page.Next
+	page = adminapi.RepositoryPage{}
+	adminJSON(t, h, "GET", "/api/v1/repositories?limit=1&cursor="+next, nil, 200, &page)
 	if len(page.Repositories) != 1 || page.Repositories[0].Name != "library/shared" || page.Next != "" {
 		t.Errorf("second page: %+v", page)
 	}
@@ -157,8 +161,9 @@ func TestAdminBrowseAndDelete(t *testing.T) {
 	if len(blobs.Blobs) != 3 || blobs.Next == "" {
 		t.Fatalf("blobs page 1: %+v", blobs)
 	}
-	first := blobs.Blobs
-	adminJSON(t, h, "GET", "/api/v1/blobs?limit=3&cursor="+blobs.Next, nil, 200, &blobs)
+	first, next := blobs.Blobs, blobs.Next
+	blobs = adminapi.BlobPage{}
+	adminJSON(t, h, "GET", "/api/v1/blobs?limit=3&cursor="+next, nil, 200, &blobs)
 	if len(blobs.Blobs) != 2 || blobs.Next != "" || blobs.Blobs[0].Digest <= first[2].Digest {
 		t.Errorf("blobs page 2: %+v after %+v", blobs, first)
 	}
@@ -171,6 +176,7 @@ func TestAdminBrowseAndDelete(t *testing.T) {
 		t.Errorf("delete app:1 = %+v, want the image kept because shared:x tags it", del)
 	}
 	// Deleting the last tag of an image frees it.
+	del = adminapi.Deletion{}
 	adminJSON(t, h, "DELETE", "/api/v1/tags?upstream=docker.io&repo=library/app&tag=2", nil, 200, &del)
 	if del.Tags != 1 || del.Manifests != 1 || del.Blobs != 2 || del.Bytes != sizeB || len(del.Kept) != 0 {
 		t.Errorf("delete app:2 = %+v, want its manifest, config and layer (%d bytes)", del, sizeB)
@@ -186,6 +192,7 @@ func TestAdminBrowseAndDelete(t *testing.T) {
 	}
 
 	// Deleting by digest removes the tags that point to it.
+	del = adminapi.Deletion{}
 	adminJSON(t, h, "DELETE", "/api/v1/content/"+dA.String(), nil, 200, &del)
 	if del.Manifests != 1 || del.Blobs != 3 || del.Bytes != sizeA || del.Tags != 1 {
 		t.Errorf("delete %s = %+v", dA, del)
@@ -195,11 +202,13 @@ func TestAdminBrowseAndDelete(t *testing.T) {
 	adminCode(t, h, "DELETE", "/api/v1/content/sha256:nothex", nil, 400, adminapi.CodeInvalid)
 
 	// A repository.
+	del = adminapi.Deletion{}
 	adminJSON(t, h, "DELETE", "/api/v1/repositories?upstream=docker.io&repo=library/app", nil, 200, &del)
 	if del.Tags != 1 || del.Manifests != 1 || del.Bytes != sizeB {
 		t.Errorf("delete library/app = %+v", del)
 	}
 	adminCode(t, h, "DELETE", "/api/v1/repositories?upstream=docker.io&repo=library/app", nil, 404, adminapi.CodeNotFound)
+	stats = adminapi.Stats{}
 	adminJSON(t, h, "GET", "/api/v1/stats", nil, 200, &stats)
 	if stats.Cache.Bytes != 0 || stats.Cache.Manifests != 0 || stats.Cache.Blobs != 0 {
 		t.Errorf("cache after deleting everything: %+v", stats.Cache)
