@@ -593,7 +593,7 @@ func TestImport(t *testing.T) {
 	f, url := newFakeAdmin(t)
 	f.importFail = "blob sha256:aa: digest mismatch"
 	r := runCLI(t, cliOptions{}, "import", "--server", url, file)
-	r.check(t, exitFailed, nil, []string{"wharf import: " + file + " rejected: blob sha256:aa: digest mismatch"})
+	r.check(t, exitFailed, nil, []string{"wharf import: " + file + ": blob sha256:aa: digest mismatch"})
 }
 
 func TestParseInterspersed(t *testing.T) {

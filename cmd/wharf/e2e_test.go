@@ -97,6 +97,23 @@ func TestEndToEnd(t *testing.T) {
 	r = wharfCLI(t, nil, "import", archive, "--data-dir", other, "-v")
 	r.check(t, exitOK, []string{"imported 1 image", ref}, []string{"opened data directory " + other})
 
+	// A damaged archive is rejected whole: nothing is recorded.
+	whole, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := filepath.Join(dir, "damaged.tar")
+	os.WriteFile(damaged, whole[:len(whole)/2], 0o644)
+	third := filepath.Join(dir, "third")
+	r = wharfCLI(t, nil, "import", "--data-dir", third, damaged)
+	r.check(t, exitFailed, nil, []string{"wharf import: " + damaged + ": import rejected"})
+	r = wharfCLI(t, nil, "ls", "--data-dir", third, "team/app")
+	r.check(t, exitNotFound, nil, nil)
+
+	// A reference that is not cached is not exported.
+	r = wharfCLI(t, nil, "export", "--data-dir", other, "-o", filepath.Join(dir, "none.tar"), "ghcr.io/team/other:v1")
+	r.check(t, exitNotFound, nil, []string{"NOT_FOUND"})
+
 	// Serve it with the upstream down: everything comes from the cache.
 	up.Down()
 	p2 := startWharf(t, other, "--upstream", "ghcr.io="+up.URL())

@@ -30,7 +30,9 @@ tag exports every cached tag of the repository.
 The archive goes to FILE (-o), or to standard output with "-o -" or when
 standard output is not a terminal. A file is written as FILE.partial and
 renamed when complete, so a failed export leaves no FILE. Progress is drawn on
-a terminal; the summary (images, bytes, time) goes to standard error.`,
+a terminal; the summary (images, bytes, time) goes to standard error. A REF
+that is not cached ends the command with exit code 4 before anything is
+written.`,
 			examples: `  wharf export -o cache.tar
   wharf export -o k8s.tar registry.k8s.io/pause:3.10 registry.k8s.io/etcd
   wharf export nginx:1.27 | ssh airgapped wharf import -`,
@@ -59,7 +61,9 @@ a terminal; the summary (images, bytes, time) goes to standard error.`,
 			c := t.client
 			start := time.Now()
 			body, size, err := c.Export(ctx, refs)
-			if err != nil {
+			if errors.Is(err, adminapi.ErrNotFound) {
+				return withCode(exitNotFound, err) // a REF that is not cached, before any byte
+			} else if err != nil {
 				return err
 			}
 			defer body.Close()
@@ -220,7 +224,7 @@ terminal when the size is known.`,
 			if err != nil {
 				var ae *adminapi.APIError
 				if errors.As(err, &ae) && errors.Is(err, adminapi.ErrInvalid) {
-					return withCode(exitFailed, fmt.Errorf("%s rejected: %s", name, ae.Message))
+					return withCode(exitFailed, fmt.Errorf("%s: %s", name, ae.Message))
 				}
 				return err
 			}
