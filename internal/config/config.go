@@ -122,6 +122,26 @@ type Config struct {
 	// never while it is being served or fetched (see package gc for the
 	// rule).
 	Cache Cache `yaml:"cache"`
+
+	// Proxy is the HTTPS_PROXY mode: an HTTP CONNECT proxy that
+	// terminates TLS for registry hosts with certificates from wharf's own
+	// CA (kept in <data_dir>/ca, printed by "wharf ca", downloadable at
+	// /ca.crt on the registry listener) and serves them from the cache.
+	Proxy Proxy `yaml:"proxy"`
+}
+
+// Proxy configures the HTTPS_PROXY mode.
+type Proxy struct {
+	// Listen is the proxy's address, e.g. ":3128"; "" disables the mode.
+	// Default "". Environment: WHARF_PROXY_LISTEN.
+	Listen string `yaml:"listen"`
+	// InterceptHosts are further hosts to intercept and serve from the
+	// cache besides every upstream's name, aliases and virtual hosts —
+	// e.g. a registry's blob or CDN host a client was redirected to before.
+	InterceptHosts []string `yaml:"intercept_hosts"`
+	// Tunnel lists CONNECT targets ("host:port") passed through untouched;
+	// every other target that is not intercepted is refused with 403.
+	Tunnel []string `yaml:"tunnel"`
 }
 
 // Upstream is one registry wharf mirrors.

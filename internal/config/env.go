@@ -13,6 +13,7 @@ import (
 //	WHARF_LISTEN            listen (host:port)
 //	WHARF_ADMIN_LISTEN      admin_listen (host:port)
 //	WHARF_ADMIN_TOKEN       admin_token
+//	WHARF_PROXY_LISTEN      proxy.listen (host:port; empty: off)
 //	WHARF_DATA_DIR          data_dir
 //	WHARF_LOG_LEVEL         log_level: debug, info, warn, error
 //	WHARF_LOG_FORMAT        log_format: json, text, auto
@@ -88,6 +89,13 @@ func envSettings() []envSetting {
 			str(func(c *Config) *string { return &c.AdminListen }, checkListen)},
 		{EnvVar{EnvPrefix + "ADMIN_TOKEN", `Bearer token of the admin API and /metrics, the admin_token setting; required when admin_listen is not loopback.`},
 			str(func(c *Config) *string { return &c.AdminToken }, nil)},
+		{EnvVar{EnvPrefix + "PROXY_LISTEN", `Address of the HTTPS_PROXY (CONNECT) listener, the proxy.listen setting; e.g. ":3128"; empty disables it.`},
+			str(func(c *Config) *string { return &c.Proxy.Listen }, func(v string) error {
+				if v == "" {
+					return nil
+				}
+				return checkListen(v)
+			})},
 		{EnvVar{EnvPrefix + "DATA_DIR", `Directory of the cache, the data_dir setting.`},
 			str(func(c *Config) *string { return &c.DataDir }, nil)},
 		{EnvVar{EnvPrefix + "LOG_LEVEL", `Least severe level logged: debug, info, warn or error.`},

@@ -89,6 +89,25 @@ func (c *Config) Validate() error {
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		add(invalid("admin_token", "is %d characters; use at least 16 (e.g. openssl rand -hex 32)", len(c.AdminToken)))
 	}
+	if c.Proxy.Listen != "" {
+		add(fieldErr("proxy.listen", checkListen(c.Proxy.Listen)))
+		for _, other := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}} {
+			if listenOverlap(c.Proxy.Listen, other.addr) {
+				add(invalid("proxy.listen", "%q overlaps %s %q; the proxy needs its own port", c.Proxy.Listen, other.field, other.addr))
+			}
+		}
+	}
+	for i, h := range c.Proxy.InterceptHosts {
+		if err := checkRegistryName(h); err != nil {
+			add(invalid("proxy.intercept_hosts["+strconv.Itoa(i)+"]", "%v", err))
+		}
+	}
+	for i, t := range c.Proxy.Tunnel {
+		host, port, err := net.SplitHostPort(t)
+		if err != nil || host == "" || !validPort(port, false) {
+			add(invalid("proxy.tunnel["+strconv.Itoa(i)+"]", "%q is not host:port, e.g. \"github.com:443\"", t))
+		}
+	}
 	if c.DataDir == "" {
 		add(invalid("data_dir", "must not be empty"))
 	}

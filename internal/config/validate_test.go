@@ -84,6 +84,25 @@ func TestValidate(t *testing.T) {
 			change: func(c *Config) { c.AdminListen = "[::1]:5080" },
 		},
 		{
+			name:   "proxy listen overlapping the registry listener",
+			change: func(c *Config) { c.Proxy.Listen = "127.0.0.1:5000" },
+			want:   []string{`proxy.listen: "127.0.0.1:5000" overlaps listen ":5000"; the proxy needs its own port`},
+		},
+		{
+			name: "proxy hosts and tunnels",
+			change: func(c *Config) {
+				c.Proxy.Listen = ":3128"
+				c.Proxy.InterceptHosts = []string{"cdn.example.com", "bad host"}
+				c.Proxy.Tunnel = []string{"github.com:443", "github.com", ":443", "x:99999"}
+			},
+			want: []string{
+				`proxy.intercept_hosts[1]: "bad host" is not a valid host name`,
+				`proxy.tunnel[1]: "github.com" is not host:port, e.g. "github.com:443"`,
+				`proxy.tunnel[2]: ":443" is not host:port, e.g. "github.com:443"`,
+				`proxy.tunnel[3]: "x:99999" is not host:port, e.g. "github.com:443"`,
+			},
+		},
+		{
 			name:   "short admin token",
 			change: func(c *Config) { c.AdminToken = "secret" },
 			want:   []string{`admin_token: is 6 characters; use at least 16 (e.g. openssl rand -hex 32)`},
