@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -128,4 +129,42 @@ func TestAdminURLOf(t *testing.T) {
 			t.Errorf("adminURLOf(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzGlobMatch: globMatch agrees with the equivalent regular expression
+// (unanchored, case-insensitive, '*' = ".*", '?' = ".") on ASCII input.
+func FuzzGlobMatch(f *testing.F) {
+	f.Add("k8s.io/*controller", "registry.k8s.io/ingress-nginx/controller")
+	f.Add("a?c*", "xabcd")
+	f.Add("**?", "")
+	f.Fuzz(func(t *testing.T, pattern, s string) {
+		if !isASCII(pattern) || !isASCII(s) || len(pattern) > 64 || len(s) > 256 {
+			t.Skip()
+		}
+		var re strings.Builder
+		re.WriteString("(?is)")
+		for _, r := range pattern {
+			switch r {
+			case '*':
+				re.WriteString(".*")
+			case '?':
+				re.WriteString(".")
+			default:
+				re.WriteString(regexp.QuoteMeta(string(r)))
+			}
+		}
+		want := regexp.MustCompile(re.String()).MatchString(s)
+		if got := globMatch(pattern, s); got != want {
+			t.Fatalf("globMatch(%q, %q) = %v, regexp says %v", pattern, s, got, want)
+		}
+	})
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
