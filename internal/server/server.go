@@ -31,6 +31,7 @@ import (
 	"github.com/wharf-mirror/wharf/internal/meta"
 	"github.com/wharf-mirror/wharf/internal/meta/sqlite"
 	"github.com/wharf-mirror/wharf/internal/mirror"
+	"github.com/wharf-mirror/wharf/internal/mitm"
 	"github.com/wharf-mirror/wharf/internal/ociapi"
 	"github.com/wharf-mirror/wharf/internal/route"
 	"github.com/wharf-mirror/wharf/internal/ui"
@@ -61,6 +62,9 @@ type Instance struct {
 	metricsHandler http.Handler // GET /metrics on the admin listener
 	adminAPI       *admin.Handler
 	state          *adminState
+
+	ca    *mitm.CA    // wharf's own CA, when the proxy mode uses it
+	proxy *mitm.Proxy // the HTTPS_PROXY front, or nil
 
 	gc *collector // eviction: the collector and its background loop (gc.go)
 }
@@ -160,6 +164,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	}
 	inst = &Instance{cfg: cfg, log: log, lock: lock, blobs: blobs, index: index, mirror: m, state: state}
 	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets})
+	if err := inst.newProxy(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	inst.api = inst.withCACert(inst.api)
 	inst.metricsHandler = metricsHandler
 	observeGC := func(r gc.Report, err error) {
 		mets.Eviction(r.Manifests, r.Blobs, r.Bytes, err)
@@ -274,14 +283,35 @@ func (i *Instance) ready(ctx context.Context) error {
 	return os.Remove(name)
 }
 
+// Listeners are the sockets an instance serves; nil ones are skipped.
+type Listeners struct {
+	API   net.Listener // the registry API (required)
+	Admin net.Listener // admin API, UI, metrics, health
+	Proxy net.Listener // the HTTPS_PROXY front (proxy.listen)
+}
+
 // Serve serves the registry API on api and the admin endpoints on admin
 // (nil to skip) until ctx is done, then shuts down gracefully.
 func (i *Instance) Serve(ctx context.Context, api, admin net.Listener) error {
+	return i.ServeListeners(ctx, Listeners{API: api, Admin: admin})
+}
+
+// ServeListeners serves every listener of l until ctx is done, then shuts
+// down gracefully: servers stop accepting, requests in flight get 30 s,
+// and connections the proxy took over are closed.
+func (i *Instance) ServeListeners(ctx context.Context, l Listeners) error {
 	servers := []*http.Server{i.newHTTPServer(i.api)}
-	listeners := []net.Listener{api}
-	if admin != nil {
+	listeners := []net.Listener{l.API}
+	if l.Admin != nil {
 		servers = append(servers, i.newHTTPServer(i.admin))
-		listeners = append(listeners, admin)
+		listeners = append(listeners, l.Admin)
+	}
+	if l.Proxy != nil {
+		if i.proxy == nil {
+			return errors.New("a proxy listener was given but proxy.listen is not configured")
+		}
+		servers = append(servers, i.newHTTPServer(i.proxy))
+		listeners = append(listeners, l.Proxy)
 	}
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup
@@ -306,6 +336,9 @@ func (i *Instance) Serve(ctx context.Context, api, admin net.Listener) error {
 			s.Close()
 		}
 	}
+	if i.proxy != nil {
+		i.proxy.Close()
+	}
 	wg.Wait()
 	close(errc)
 	if first == nil {
@@ -327,6 +360,9 @@ func (i *Instance) newHTTPServer(h http.Handler) *http.Server {
 // Close stops eviction and the mirror (cancelling shared fetches) and
 // closes the index.
 func (i *Instance) Close() error {
+	if i.proxy != nil {
+		i.proxy.Close()
+	}
 	i.adminAPI.Close()
 	i.stopGC()
 	return errors.Join(i.mirror.Close(), i.index.Close(), i.lock.release())
