@@ -273,12 +273,14 @@ func connect(ctx context.Context, std stdio, cf *commonFlags, create bool) (*tar
 	inst, err := server.New(ctx, cfg, server.Options{Logger: log, Version: buildVersion()})
 	if err != nil {
 		closeHTTP()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		if errors.Is(err, server.ErrDataDirInUse) {
-			hint := "its admin API is not reachable from here"
 			if adminURL != "" && cf.dataDir == "" {
-				hint = "its admin API at " + adminURL + " does not answer"
+				return nil, withCode(exitNoServer, fmt.Errorf("data directory %s is in use by a running wharf whose admin API at %s does not answer; pass --server URL", cfg.DataDir, adminURL))
 			}
-			return nil, withCode(exitNoServer, fmt.Errorf("data directory %s is in use by a running wharf, and %s; pass --server URL", cfg.DataDir, hint))
+			return nil, withCode(exitNoServer, fmt.Errorf("data directory %s is in use by a running wharf; pass --server URL to use its admin API", cfg.DataDir))
 		}
 		return nil, withCode(exitNoServer, fmt.Errorf("%s and data directory %s could not be opened: %w", nobody, cfg.DataDir, err))
 	}
@@ -295,7 +297,8 @@ func connect(ctx context.Context, std stdio, cf *commonFlags, create bool) (*tar
 		_ = srv.Serve(ln) // ends with ErrServerClosed on Shutdown
 	}()
 	verbosef("opened data directory %s in this process (%s)", cfg.DataDir, nobody)
-	c := &adminapi.Client{BaseURL: "http://" + ln.Addr().String(), Token: token, HTTP: hc}
+	// This server checks the configuration's token, whatever --token says.
+	c := &adminapi.Client{BaseURL: "http://" + ln.Addr().String(), Token: cfg.ResolvedAdminToken(), HTTP: hc}
 	return &target{client: c, local: true, close: func() {
 		closeHTTP()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -666,4 +666,13 @@ func TestDataDirInUse(t *testing.T) {
 		r := runCLI(t, cliOptions{env: map[string]string{"WHARF_DATA_DIR": dir}}, args...)
 		r.check(t, exitNoServer, nil, []string{"data directory " + dir + " is in use by a running wharf", "pass --server URL"})
 	}
+	r := runCLI(t, cliOptions{env: map[string]string{"WHARF_DATA_DIR": dir}}, "gc")
+	r.check(t, exitNoServer, nil, []string{"data directory " + dir + " is in use by a running wharf whose admin API at http://127.0.0.1:1 does not answer; pass --server URL"})
+	// A token in the configuration guards the in-process API too; --token
+	// cannot lock the command out of it.
+	other := t.TempDir()
+	for _, args := range [][]string{{"gc"}, {"gc", "--token", "wrong"}} {
+		r := runCLI(t, cliOptions{env: map[string]string{"WHARF_DATA_DIR": other, "WHARF_ADMIN_TOKEN": "0123456789abcdef0123"}}, args...)
+		r.check(t, exitOK, []string{"evicted 0 manifests"}, nil)
+	}
 }
