@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -46,9 +47,7 @@ type Files struct {
 	certFile, keyFile string
 	log               *slog.Logger
 
-	// interval and now are ReloadInterval and time.Now outside tests.
-	interval time.Duration
-	now      func() time.Time
+	now func() time.Time // time.Now outside tests
 
 	cert atomic.Pointer[tls.Certificate]
 
@@ -87,6 +86,11 @@ func (p filePair) same(q filePair) bool {
 //
 // log receives reloads and failed reloads; nil discards them.
 func NewFiles(certFile, keyFile string, log *slog.Logger) (*Files, error) {
+	return newFiles(certFile, keyFile, log, time.Now)
+}
+
+// newFiles is NewFiles with the clock of a test.
+func newFiles(certFile, keyFile string, log *slog.Logger, now func() time.Time) (*Files, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -94,8 +98,7 @@ func NewFiles(certFile, keyFile string, log *slog.Logger) (*Files, error) {
 		certFile: certFile,
 		keyFile:  keyFile,
 		log:      log,
-		interval: ReloadInterval,
-		now:      time.Now,
+		now:      now,
 	}
 	seen := f.stat()
 	cert, err := loadPair(certFile, keyFile)
@@ -121,7 +124,7 @@ func (f *Files) maybeReload() {
 	now := f.now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if now.Sub(f.checked) < f.interval {
+	if now.Sub(f.checked) < ReloadInterval {
 		return
 	}
 	f.checked = now
@@ -170,7 +173,8 @@ func (f *Files) warnValidity(leaf *x509.Certificate) {
 	}
 }
 
-// loadPair reads and checks a certificate chain and its private key.
+// loadPair reads and checks a certificate chain and its private key. An
+// error is an *fs.PathError naming the file at fault.
 func loadPair(certFile, keyFile string) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
@@ -180,17 +184,33 @@ func loadPair(certFile, keyFile string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	cert, err := parsePair(certPEM, keyPEM)
+	switch {
+	case err == nil:
+		return cert, nil
+	case errors.Is(err, ErrInvalidCertificate):
+		return nil, &fs.PathError{Op: "load certificate", Path: certFile, Err: err}
+	case errors.Is(err, ErrKeyMismatch):
+		return nil, &fs.PathError{Op: "load key", Path: keyFile, Err: fmt.Errorf("%w %s", err, certFile)}
+	default:
+		return nil, &fs.PathError{Op: "load key", Path: keyFile, Err: err}
+	}
+}
+
+// parsePair is tls.X509KeyPair with errors that say which half is at fault
+// (ErrInvalidCertificate, ErrInvalidKey, ErrKeyMismatch), and every
+// certificate of the chain parsed rather than only the leaf.
+func parsePair(certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	ders, leaf, err := parseChain(certPEM)
 	if err != nil {
-		return nil, &fs.PathError{Op: "load certificate", Path: certFile, Err: err}
+		return nil, err
 	}
 	key, err := parseKey(keyPEM)
 	if err != nil {
-		return nil, &fs.PathError{Op: "load key", Path: keyFile, Err: err}
+		return nil, err
 	}
 	if !publicKeyMatches(leaf.PublicKey, key.Public()) {
-		return nil, &fs.PathError{Op: "load key", Path: keyFile,
-			Err: fmt.Errorf("%w %s", ErrKeyMismatch, certFile)}
+		return nil, ErrKeyMismatch
 	}
 	return &tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -64,7 +65,7 @@ func redirectTarget(host, httpsPort string, u *url.URL) (string, bool) {
 	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 		name = host[1 : len(host)-1] // IPv6 literal without port
 	}
-	if name == "" || strings.ContainsAny(name, "/?#@[]\\ \t\r\n%") {
+	if !validRedirectHost(name) {
 		return "", false
 	}
 	if httpsPort != "443" {
@@ -72,11 +73,37 @@ func redirectTarget(host, httpsPort string, u *url.URL) (string, bool) {
 	} else if strings.Contains(name, ":") {
 		name = "[" + name + "]"
 	}
-	t := url.URL{Scheme: "https", Host: name, Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}
+	// A raw '#' can reach RawQuery from a request line (no client sends a
+	// fragment, but nothing stops one); escaped, it stays part of the query.
+	query := strings.ReplaceAll(u.RawQuery, "#", "%23")
+	t := url.URL{Scheme: "https", Host: name, Path: u.Path, RawPath: u.RawPath, RawQuery: query}
 	if t.Path == "" {
 		t.Path = "/"
 	}
 	return t.String(), true
+}
+
+// validRedirectHost reports whether name (a Host without port and brackets)
+// is an IP address or a DNS name of letters, digits, '-', '.', '_' and '~'
+// (RFC 3986 §3.2.2 unreserved characters): nothing that could make the
+// Location point elsewhere (userinfo, path, zone IDs).
+func validRedirectHost(name string) bool {
+	if name == "" {
+		return false
+	}
+	if strings.Contains(name, ":") {
+		a, err := netip.ParseAddr(name)
+		return err == nil && a.Is6() && a.Zone() == ""
+	}
+	for _, c := range []byte(name) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '-', c == '.', c == '_', c == '~':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // HSTS wraps h to send Strict-Transport-Security: max-age=31536000 on every
