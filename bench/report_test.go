@@ -33,6 +33,7 @@ type report struct {
 	Pull       *pullReport       `json:"pull,omitempty"`
 	Concurrent *concurrentReport `json:"concurrent,omitempty"`
 	Requests   []requestRow      `json:"requests,omitempty"`
+	Transfer   *transferReport   `json:"transfer,omitempty"`
 }
 
 // machine describes where the figures were taken.
@@ -222,6 +223,46 @@ type requestRow struct {
 	Unauthorized int `json:"unauthorized"`
 }
 
+// transferReport is figure 4: the whole cache exported to an archive and
+// imported back, with the CLI alone and through a server.
+type transferReport struct {
+	Images     int   `json:"images"`
+	Layers     int   `json:"layers_per_image"`
+	LayerBytes int64 `json:"layer_bytes"` // size of each layer
+	// Blobs and ContentBytes count what the cache holds: every manifest,
+	// config and layer.
+	Blobs        int   `json:"blobs"`
+	ContentBytes int64 `json:"content_bytes"`
+	// ArchiveBytes is the size of the exported tar: the content, index.json,
+	// oci-layout, and tar's headers and padding (ArchiveEntries entries).
+	ArchiveBytes   int64 `json:"archive_bytes"`
+	ArchiveEntries int   `json:"archive_entries"`
+	// FillSeconds is one prefetch of every image into the cold cache the
+	// export reads, through the server from the upstream.
+	FillSeconds float64 `json:"fill_seconds"`
+
+	Export          transferRow `json:"export"`            // server writes the archive, the CLI saves it to a file
+	ImportInProcess transferRow `json:"import_in_process"` // the CLI opens an empty data directory itself
+	ImportServer    transferRow `json:"import_server"`     // the CLI sends the archive to a server on an empty data directory
+}
+
+// transferRow is one operation of figure 4.
+type transferRow struct {
+	// WallSeconds is the CLI process's start to its exit.
+	WallSeconds stat `json:"wall_seconds"`
+	MBps        stat `json:"mb_per_s"` // archive bytes / wall time, 10^6 bytes per second, per run
+	// ServerPeakRSSBytes is the server's VmHWM during the command, reset
+	// to its VmRSS right before (/proc/<pid>/clear_refs);
+	// ServerRSSBeforeBytes is that VmRSS. Absent when no server takes part.
+	ServerPeakRSSBytes   *stat `json:"server_peak_rss_bytes,omitempty"`
+	ServerRSSBeforeBytes *stat `json:"server_rss_before_bytes,omitempty"`
+	ServerCPUSeconds     *stat `json:"server_cpu_seconds,omitempty"`
+	// CLIPeakRSSBytes is the CLI process's ru_maxrss; CLICPUSeconds its
+	// user + system time.
+	CLIPeakRSSBytes stat `json:"cli_peak_rss_bytes"`
+	CLICPUSeconds   stat `json:"cli_cpu_seconds"`
+}
+
 // describeMachine collects what is needed to compare figures across runs.
 func describeMachine(ctx context.Context, bin, tmp string) machine {
 	return machine{
@@ -363,6 +404,25 @@ func (r *report) print(w io.Writer) {
 		tw.Flush()
 		fmt.Fprintln(&b, "   blob GETs: at the registry, answered with a redirect; storage GETs: downloads from the redirect target;")
 		fmt.Fprintln(&b, "   401s: registry requests sent without a token (also counted in their own column)")
+	}
+
+	if x := r.Transfer; x != nil {
+		fmt.Fprintf(&b, "\n4. Export and import of the whole cache: %d images × %d × %s layers, %d blobs, %s; archive %s\n",
+			x.Images, x.Layers, mib(x.LayerBytes), x.Blobs, mib(x.ContentBytes), mib(x.ArchiveBytes))
+		fmt.Fprintf(&b, "   cache filled by one prefetch through the server in %.2f s\n", x.FillSeconds)
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "operation\twall s\tMB/s\tserver peak RSS\tserver RSS before\tCLI peak RSS\tserver CPU s\tCLI CPU s")
+		row := func(name string, tr transferRow) {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f (%.0f)\t%s\t%s\t%s\t%s\t%s\n", name,
+				secs(tr.WallSeconds, 2), tr.MBps.Median, tr.MBps.Max,
+				mibStat(tr.ServerPeakRSSBytes), mibStat(tr.ServerRSSBeforeBytes), mibStat(&tr.CLIPeakRSSBytes),
+				secsPtr(tr.ServerCPUSeconds), secs(tr.CLICPUSeconds, 2))
+		}
+		row("export (server → CLI → file)", x.Export)
+		row("import in-process (CLI, no server)", x.ImportInProcess)
+		row("import through server (CLI → server)", x.ImportServer)
+		tw.Flush()
+		fmt.Fprintln(&b, "   wall s: CLI process start to exit; MB/s: archive bytes ÷ wall s; server peak RSS: VmHWM reset just before the command")
 	}
 	_, _ = w.Write(b.Bytes())
 }
