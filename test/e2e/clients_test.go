@@ -19,9 +19,10 @@ import (
 // ---------------------------------------------------------------- dockerd
 
 // dockerd is a Docker Engine with its own data root, exec root, socket and
-// daemon.json, using wharf as its Docker Hub mirror (registry-mirrors,
-// client-compat §1). Its graphdriver pull path sends plain
-// /v2/library/<name>/... requests: wharf's default route.
+// daemon.json. The suite's uses wharf as its Docker Hub mirror
+// (registry-mirrors, client-compat §1): its graphdriver pull path sends
+// plain /v2/library/<name>/... requests, wharf's default route.
+// TestHTTPSProxy's reaches wharf as its HTTPS proxy instead.
 type dockerd struct {
 	dir     string
 	sock    string
@@ -32,6 +33,21 @@ type dockerd struct {
 }
 
 func startDockerd(ctx context.Context, tb cleaner, tools map[string]string, dir, mirror string) (*dockerd, error) {
+	return startDockerdWith(ctx, tb, tools, dir, dockerdOptions{mirror: mirror})
+}
+
+// dockerdOptions set a dockerd apart from the suite's.
+type dockerdOptions struct {
+	// mirror is the registry-mirrors entry (host:port, plain HTTP); ""
+	// configures no mirror.
+	mirror string
+	// env is added to the daemon's environment (not the CLI's), e.g.
+	// HTTPS_PROXY, which dockerd reads once at start.
+	env []string
+}
+
+// startDockerdWith starts a dockerd in dir configured by o.
+func startDockerdWith(ctx context.Context, tb cleaner, tools map[string]string, dir string, o dockerdOptions) (*dockerd, error) {
 	for _, sub := range []string{"root", "exec", "cli"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, err
@@ -42,10 +58,13 @@ func startDockerd(ctx context.Context, tb cleaner, tools map[string]string, dir,
 	// never read; the mirror is configured the way users do.
 	// dockerd 20.10 would otherwise write its trust key to /etc/docker
 	// (deprecated-key-path exists only as a daemon.json key).
-	daemonJSON, err := json.Marshal(map[string]any{
-		"registry-mirrors":    []string{"http://" + mirror},
+	daemonCfg := map[string]any{
 		"deprecated-key-path": filepath.Join(dir, "key.json"),
-	})
+	}
+	if o.mirror != "" {
+		daemonCfg["registry-mirrors"] = []string{"http://" + o.mirror}
+	}
+	daemonJSON, err := json.Marshal(daemonCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +81,7 @@ func startDockerd(ctx context.Context, tb cleaner, tools map[string]string, dir,
 		"--storage-driver", "vfs",
 		"--iptables=false", "--ip6tables=false", "--ip-masq=false", "--bridge=none",
 	}
-	if d.proc, err = startProcess("dockerd", filepath.Join(dir, "dockerd.log"), baseEnv(), argv...); err != nil {
+	if d.proc, err = startProcess("dockerd", filepath.Join(dir, "dockerd.log"), baseEnv(o.env...), argv...); err != nil {
 		return nil, err
 	}
 	tb.Cleanup(func() {
