@@ -66,7 +66,9 @@ Usage:
 		doc := c.make(stdio{}, &commonFlags{}).doc
 		fmt.Fprintf(&b, "  wharf %s\n      %s\n", strings.TrimSpace(doc.name+" "+shortSynopsis(doc.synopsis)), doc.summary)
 	}
-	b.WriteString(`  wharf version
+	b.WriteString(`  wharf ca [--data-dir DIR]
+      print wharf's CA certificate (PEM), creating the CA on first use
+  wharf version
       print the version
   wharf help [COMMAND]
       show this help, or a command's
@@ -103,6 +105,8 @@ func run(ctx context.Context, args []string, std stdio) int {
 	case "version":
 		fmt.Fprintln(std.out, "wharf", buildVersion())
 		return exitOK
+	case "ca":
+		return printCA(args[1:], std)
 	case "help", "-h", "--help", "-help":
 		if len(args) > 1 && args[1] != "serve" {
 			return run(ctx, []string{args[1], "--help"}, std)
@@ -129,8 +133,8 @@ func buildVersion() string {
 }
 
 type serveFlags struct {
-	listen, adminListen, dataDir, configFile, logLevel, logFormat string
-	upstreams                                                     []string
+	listen, adminListen, proxyListen, dataDir, configFile, logLevel, logFormat string
+	upstreams                                                                  []string
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -139,7 +143,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard) // errors are printed as one line below
 	fs.StringVar(&f.configFile, "config", os.Getenv(config.EnvPrefix+"CONFIG"), "YAML configuration `file` (env WHARF_CONFIG)")
 	fs.StringVar(&f.listen, "listen", "", "registry API listen `address` (default :5000)")
-	fs.StringVar(&f.adminListen, "admin-listen", "", "admin listener `address`: /healthz, /readyz, /metrics (default 127.0.0.1:5080)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "admin listener `address`: web UI, admin API, /metrics, /healthz, /readyz (default 127.0.0.1:5080)")
+	fs.StringVar(&f.proxyListen, "proxy-listen", "", "HTTPS_PROXY (CONNECT) listener `address`, e.g. :3128 (default off)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "cache `directory` (default ./data)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json, text or auto: text on a terminal (default auto)")
@@ -196,6 +201,7 @@ func loadConfig(f serveFlags) (*config.Config, error) {
 	}
 	set(&cfg.Listen, f.listen)
 	set(&cfg.AdminListen, f.adminListen)
+	set(&cfg.Proxy.Listen, f.proxyListen)
 	set(&cfg.DataDir, f.dataDir)
 	set(&cfg.LogLevel, f.logLevel)
 	set(&cfg.LogFormat, f.logFormat)
@@ -254,10 +260,23 @@ func runServer(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			return fmt.Errorf("admin listen: %w", err)
 		}
 	}
+	var proxy net.Listener
+	if cfg.Proxy.Listen != "" {
+		if proxy, err = net.Listen("tcp", cfg.Proxy.Listen); err != nil {
+			api.Close()
+			if admin != nil {
+				admin.Close()
+			}
+			return fmt.Errorf("proxy listen: %w", err)
+		}
+	}
 	attrs := []any{"listen", api.Addr().String(), "data_dir", cfg.DataDir, "upstreams", cfg.EnabledUpstreams(), "version", buildVersion()}
 	if admin != nil {
 		attrs = append(attrs, "admin_listen", admin.Addr().String())
 	}
+	if proxy != nil {
+		attrs = append(attrs, "proxy_listen", proxy.Addr().String())
+	}
 	log.Info("wharf serving", attrs...)
-	return inst.Serve(ctx, api, admin)
+	return inst.ServeListeners(ctx, server.Listeners{API: api, Admin: admin, Proxy: proxy})
 }
