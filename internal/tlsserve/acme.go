@@ -45,9 +45,11 @@ type ACMEConfig struct {
 	// certificate (a test CA such as pebble); nil means the system roots.
 	RootCAs *x509.CertPool
 	// HTTPChallenge enables the http-01 challenge (RFC 8555 §8.3): the CA
-	// fetches /.well-known/acme-challenge/ on port 80, which must then be
-	// served by ACME.HTTPHandler. tls-alpn-01 (RFC 8737), answered on the
-	// TLS listener itself, is always tried first.
+	// fetches /.well-known/acme-challenge/ from port 80, which must then be
+	// served by ACME.HTTPHandler; http-01 is offered from the moment
+	// HTTPHandler is first called. tls-alpn-01 (RFC 8737), answered on the
+	// TLS listener itself (which must then be port 443), is always tried
+	// first. Default false.
 	HTTPChallenge bool
 }
 

@@ -51,7 +51,7 @@ type Files struct {
 
 	cert atomic.Pointer[tls.Certificate]
 
-	mu         sync.Mutex // guards the fields below; held only for stat and reload
+	mu         sync.Mutex // guards the fields below; handshakes only TryLock it
 	checked    time.Time  // when the files were last looked at
 	loaded     filePair   // what the served certificate was read from
 	failed     filePair   // what the last failed reload saw; logged already
@@ -122,7 +122,12 @@ func (f *Files) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 
 func (f *Files) maybeReload() {
 	now := f.now()
-	f.mu.Lock()
+	// A handshake never waits for another one's stat or read (slow on a
+	// network file system): if a check is under way, it serves the current
+	// pair, and the check it would have made falls to a later handshake.
+	if !f.mu.TryLock() {
+		return
+	}
 	defer f.mu.Unlock()
 	if now.Sub(f.checked) < ReloadInterval {
 		return

@@ -3,10 +3,12 @@ package tlsserve
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -316,4 +318,43 @@ func FuzzParsePair(f *testing.F) {
 			t.Fatalf("parsePair accepted a pair tls.X509KeyPair refuses: %v", err)
 		}
 	})
+}
+
+// TestFilesConcurrent runs handshakes from many goroutines while the files
+// are replaced and time moves, for the race detector: every handshake gets
+// a whole pair, old or new.
+func TestFilesConcurrent(t *testing.T) {
+	e := newFilesEnv(t)
+	e.pair(2)
+	const workers, calls = 8, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range calls {
+				c, err := e.f.GetCertificate(&tls.ClientHelloInfo{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if s := c.Leaf.SerialNumber.Int64(); s != 1 && s != 2 {
+					errs <- fmt.Errorf("served serial %d", s)
+					return
+				}
+				e.clock.Advance(ReloadInterval / 10)
+			}
+		}()
+	}
+	renamePair(2)(e)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	e.clock.Advance(ReloadInterval)
+	if got := e.serial(); got != 2 {
+		t.Errorf("after the writes settled, serving serial %d, want 2", got)
+	}
 }
