@@ -15,8 +15,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/wharf-mirror/wharf/internal/registrytest"
 )
 
 // TestHTTPSProxy: dockerd with HTTPS_PROXY pointing at wharf's CONNECT
@@ -54,11 +57,15 @@ func TestHTTPSProxy(t *testing.T) {
 	pulls := []struct {
 		host string    // the registry the user names, and the CONNECT target
 		up   *upstream // the suite's registry that holds its content
+		// auth: the registry asks for a token. This wharf has not talked to
+		// it before, so its first request for the upstream goes out without
+		// one, is answered 401 and repeated with a token.
+		auth bool
 		f    fixture
 	}{
-		{"quay.io", suite.ghcr, quay},
-		{"ghcr.io", suite.ghcr, ghcr},
-		{"registry.k8s.io", suite.k8s, k8s},
+		{"quay.io", suite.ghcr, true, quay},
+		{"ghcr.io", suite.ghcr, true, ghcr},
+		{"registry.k8s.io", suite.k8s, false, k8s},
 	}
 	for _, p := range pulls {
 		trustForDockerd(t, p.host, ca)
@@ -90,7 +97,13 @@ func TestHTTPSProxy(t *testing.T) {
 	for _, p := range pulls {
 		all := p.up.since(marks[p.up])
 		expectFetchedOnce(t, p.up, all, p.f)
-		expectCount(t, p.host+" "+p.f.Repo+": manifest GETs by tag", all, 1, onRegistry, get, inRepo(p.f.Repo), byTag)
+		// One GET of the tag, never of other platforms' manifests.
+		tagGET := []func(registrytest.Request) bool{onRegistry, get, inRepo(p.f.Repo), byTag}
+		if p.auth {
+			expectCount(t, p.host+" "+p.f.Repo+": manifest GETs by tag without a token", all, 1, append(tagGET, not(withToken))...)
+			tagGET = append(tagGET, withToken)
+		}
+		expectCount(t, p.host+" "+p.f.Repo+": manifest GETs by tag", all, 1, tagGET...)
 	}
 	// Every request reached wharf through the proxy (dockerd has no other
 	// way to it) and was routed by its Host header: quay.io's to the
@@ -153,6 +166,11 @@ func TestHTTPSProxy(t *testing.T) {
 			})
 		}
 	})
+}
+
+// withToken: carries a bearer token (the answer to a registry's challenge).
+func withToken(r registrytest.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ")
 }
 
 // proxyWharf is a wharf process of its own with the HTTPS_PROXY mode on.
