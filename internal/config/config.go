@@ -128,6 +128,44 @@ type Config struct {
 	// CA (kept in <data_dir>/ca, printed by "wharf ca", downloadable at
 	// /ca.crt on the registry listener) and serves them from the cache.
 	Proxy Proxy `yaml:"proxy"`
+
+	// TLS serves the registry listener over HTTPS: from certificate files
+	// (reloaded when they change) or with certificates obtained over ACME.
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS configures HTTPS on the registry listener. Set either the two files
+// or acme.hosts, not both; neither serves plain HTTP.
+type TLS struct {
+	// CertFile and KeyFile are PEM files (the certificate may carry its
+	// chain). They are re-read when they change, without a restart.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ACME obtains and renews certificates automatically.
+	ACME ACME `yaml:"acme"`
+	// RedirectListen is an optional plain-HTTP listener ("":80") that
+	// redirects every request to HTTPS (308) and answers ACME http-01
+	// challenges. Default "".
+	RedirectListen string `yaml:"redirect_listen"`
+}
+
+// ACME configures automatic certificates (Let's Encrypt by default).
+type ACME struct {
+	// Hosts are the names certificates may be requested for; required to
+	// use ACME. Certificates and the account key are kept in
+	// <data_dir>/acme.
+	Hosts []string `yaml:"hosts"`
+	Email string   `yaml:"email"`
+	// DirectoryURL is the ACME directory; "" is Let's Encrypt's.
+	DirectoryURL string `yaml:"directory_url"`
+	// CAFile is a PEM bundle trusted for the ACME server's own HTTPS
+	// (a private ACME server); "" trusts the system roots.
+	CAFile string `yaml:"ca_file"`
+}
+
+// TLSEnabled reports whether the registry listener serves HTTPS.
+func (c *Config) TLSEnabled() bool {
+	return c.TLS.CertFile != "" || c.TLS.KeyFile != "" || len(c.TLS.ACME.Hosts) > 0
 }
 
 // Proxy configures the HTTPS_PROXY mode.

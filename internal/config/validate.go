@@ -108,6 +108,33 @@ func (c *Config) Validate() error {
 			add(invalid("proxy.tunnel["+strconv.Itoa(i)+"]", "%q is not host:port, e.g. \"github.com:443\"", t))
 		}
 	}
+	t := c.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		add(invalid("tls", "cert_file and key_file go together; set both or neither"))
+	}
+	if t.CertFile != "" && len(t.ACME.Hosts) > 0 {
+		add(invalid("tls", "set either cert_file/key_file or acme.hosts, not both"))
+	}
+	if len(t.ACME.Hosts) == 0 && (t.ACME.Email != "" || t.ACME.DirectoryURL != "" || t.ACME.CAFile != "") {
+		add(invalid("tls.acme.hosts", "is empty; ACME needs the host names to request certificates for"))
+	}
+	for i, h := range t.ACME.Hosts {
+		if err := checkRegistryName(h); err != nil || strings.Contains(h, ":") {
+			add(invalid("tls.acme.hosts["+strconv.Itoa(i)+"]", "%q is not a host name", h))
+		}
+	}
+	if u := t.ACME.DirectoryURL; u != "" && !strings.HasPrefix(u, "https://") {
+		add(invalid("tls.acme.directory_url", "%q must be an https:// URL", u))
+	}
+	if t.RedirectListen != "" {
+		if !c.TLSEnabled() {
+			add(invalid("tls.redirect_listen", "redirects to HTTPS, but TLS is not configured (cert_file/key_file or acme.hosts)"))
+		}
+		add(fieldErr("tls.redirect_listen", checkListen(t.RedirectListen)))
+		if listenOverlap(t.RedirectListen, c.Listen) {
+			add(invalid("tls.redirect_listen", "%q overlaps listen %q", t.RedirectListen, c.Listen))
+		}
+	}
 	if c.DataDir == "" {
 		add(invalid("data_dir", "must not be empty"))
 	}

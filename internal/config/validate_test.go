@@ -103,6 +103,48 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{
+			name:   "tls with one file",
+			change: func(c *Config) { c.TLS.CertFile = "/etc/wharf/cert.pem" },
+			want:   []string{`tls: cert_file and key_file go together; set both or neither`},
+		},
+		{
+			name: "tls files and acme",
+			change: func(c *Config) {
+				c.TLS.CertFile, c.TLS.KeyFile = "/c.pem", "/k.pem"
+				c.TLS.ACME.Hosts = []string{"mirror.example.com"}
+			},
+			want: []string{`tls: set either cert_file/key_file or acme.hosts, not both`},
+		},
+		{
+			name: "acme settings without hosts, bad host and directory",
+			change: func(c *Config) {
+				c.TLS.ACME.Email = "ops@example.com"
+				c.TLS.ACME.DirectoryURL = "http://acme.test/dir"
+			},
+			want: []string{
+				`tls.acme.hosts: is empty; ACME needs the host names to request certificates for`,
+				`tls.acme.directory_url: "http://acme.test/dir" must be an https:// URL`,
+			},
+		},
+		{
+			name: "acme host with a port",
+			change: func(c *Config) {
+				c.TLS.ACME.Hosts = []string{"mirror.example.com:443"}
+			},
+			want: []string{`tls.acme.hosts[0]: "mirror.example.com:443" is not a host name`},
+		},
+		{
+			name:   "redirect listener without tls",
+			change: func(c *Config) { c.TLS.RedirectListen = ":80" },
+			want:   []string{`tls.redirect_listen: redirects to HTTPS, but TLS is not configured (cert_file/key_file or acme.hosts)`},
+		},
+		{
+			name: "tls from files with a redirect listener",
+			change: func(c *Config) {
+				c.TLS.CertFile, c.TLS.KeyFile, c.TLS.RedirectListen = "/c.pem", "/k.pem", ":80"
+			},
+		},
+		{
 			name:   "short admin token",
 			change: func(c *Config) { c.AdminToken = "secret" },
 			want:   []string{`admin_token: is 6 characters; use at least 16 (e.g. openssl rand -hex 32)`},
