@@ -44,6 +44,8 @@ const (
 	// imported each way (earlier copies are removed as the phase goes),
 	// with room to spare.
 	transferDisk = 5 << 30
+	// cliSampleEvery is how often a CLI process's VmHWM is read.
+	cliSampleEvery = 10 * time.Millisecond
 	// maxCLIOutput bounds what is kept of a CLI command's stdout and stderr.
 	maxCLIOutput = 1 << 20
 )
@@ -161,10 +163,14 @@ func benchTransfer(t *testing.T, bin string, runs int) *transferReport {
 		rep.ArchiveBytes, rep.ArchiveEntries = st.Size(), contents.entries
 		export.add(r, st.Size())
 		t.Logf("export run %d: %.2fs, %s; server peak %s (%s before), %.2f CPU s; CLI peak %s, %.2f CPU s (%.2f system)", i+1,
-			r.secs, mib(st.Size()), mib(r.serverHWM), mib(r.serverRSSBefore), r.serverCPU, mib(r.maxRSS), r.cpu, r.sys)
+			r.secs, mib(st.Size()), mib(r.serverHWM), mib(r.serverRSSBefore), r.serverCPU, mib(r.peakRSS), r.cpu, r.sys)
 	}
 	listTar(t, archive)
 	w.stop()
+	if self, err := readMem(os.Getpid()); err == nil {
+		t.Logf("CLI ru_maxrss %s (median) against the test process's own VmHWM %s: ru_maxrss is not the CLI's peak",
+			mib(int64(newStat(export.cliRU).Median)), mib(self.HWM))
+	}
 
 	// Import with no server: the CLI opens the empty data directory itself.
 	// The last copy is kept for the check at the end.
@@ -176,7 +182,7 @@ func benchTransfer(t *testing.T, bin string, runs int) *transferReport {
 		r := runCLI(t, bin, "import", "--data-dir", localDir, "--json", archive)
 		checkImport(t, r.stdout, len(want))
 		local.add(r, rep.ArchiveBytes)
-		t.Logf("import in-process run %d: %.2fs; CLI peak %s, %.2f CPU s (%.2f system)", i+1, r.secs, mib(r.maxRSS), r.cpu, r.sys)
+		t.Logf("import in-process run %d: %.2fs; CLI peak %s, %.2f CPU s (%.2f system)", i+1, r.secs, mib(r.peakRSS), r.cpu, r.sys)
 	}
 
 	// Import through a server started on an empty data directory.
@@ -193,7 +199,7 @@ func benchTransfer(t *testing.T, bin string, runs int) *transferReport {
 		checkImport(t, r.stdout, len(want))
 		served.add(r, rep.ArchiveBytes)
 		t.Logf("import through server run %d: %.2fs; server peak %s (%s before), %.2f CPU s; CLI peak %s, %.2f CPU s (%.2f system)", i+1,
-			r.secs, mib(r.serverHWM), mib(r.serverRSSBefore), r.serverCPU, mib(r.maxRSS), r.cpu, r.sys)
+			r.secs, mib(r.serverHWM), mib(r.serverRSSBefore), r.serverCPU, mib(r.peakRSS), r.cpu, r.sys)
 	}
 	// The archive is no longer needed; the imported copies are.
 	if err := os.Remove(archive); err != nil {
@@ -239,11 +245,16 @@ func addBlobs(t *testing.T, want map[digest.Digest]int64, img v1.Image) {
 
 // cliResult is one finished wharf CLI command.
 type cliResult struct {
-	secs   float64 // start of the process to its exit
-	maxRSS int64   // peak resident set of the CLI process (ru_maxrss)
-	cpu    float64 // CPU seconds (user + system) of the CLI process
-	sys    float64 // of which system (kernel) time
-	stdout []byte
+	secs    float64 // start of the process to its exit
+	peakRSS int64   // the CLI process's own peak resident set: its last VmHWM read before it exited
+	// ruMaxRSS is ru_maxrss of the CLI process. It is not the CLI's peak:
+	// Go starts a child with vfork (CLONE_VM), and execve(2) folds the
+	// high-water mark of the memory it leaves, the test process's, into
+	// the child's maxrss, so it is at least the test process's peak.
+	ruMaxRSS int64
+	cpu      float64 // CPU seconds (user + system) of the CLI process
+	sys      float64 // of which system (kernel) time
+	stdout   []byte
 
 	// Filled in by serverMeter.stop when a server did the work.
 	serverHWM       int64   // server's VmHWM during the command (reset before it)
@@ -265,20 +276,90 @@ func runCLI(t *testing.T, bin string, args ...string) cliResult {
 	stdout, stderr := &limitedBuffer{max: maxCLIOutput}, &limitedBuffer{max: maxCLIOutput}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	start := time.Now()
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start wharf %s: %v", args[0], err)
+	}
+	// Start returns once execve has succeeded: from here on the PID's
+	// memory is the CLI's own.
+	peak, perr := samplePeak(cmd.Process.Pid)
+	err := cmd.Wait()
 	r := cliResult{secs: time.Since(start).Seconds(), stdout: stdout.Bytes()}
+	if perr == nil {
+		r.peakRSS = peak.Stop()
+	}
 	if err != nil {
 		t.Fatalf("wharf %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	if perr != nil {
+		t.Fatalf("wharf %s: peak RSS: %v", args[0], perr)
 	}
 	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	if !ok {
 		t.Fatalf("wharf %s: no rusage", args[0])
 	}
 	// getrusage(2): on Linux ru_maxrss is in kilobytes (KiB).
-	r.maxRSS = ru.Maxrss << 10
+	r.ruMaxRSS = ru.Maxrss << 10
 	r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	r.sys = time.Duration(ru.Stime.Nano()).Seconds()
 	return r
+}
+
+// peakSampler follows VmHWM of one process until it exits.
+type peakSampler struct {
+	stopCh chan struct{}
+	done   chan struct{}
+	peak   int64 // written by the sampling goroutine; read after done
+}
+
+// samplePeak reads VmHWM of process pid every cliSampleEvery through one
+// open /proc/<pid>/status. An open /proc/<pid> file stays bound to the
+// process it was opened for: once that process has exited it reads no
+// Vm* fields (a zombie) or fails with ESRCH (reaped), never the status of
+// a later process given the same PID. VmHWM only grows, so the last value
+// read is the peak up to at most cliSampleEvery before the exit.
+func samplePeak(pid int) (*peakSampler, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return nil, err
+	}
+	s := &peakSampler{stopCh: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		defer f.Close()
+		tick := time.NewTicker(cliSampleEvery)
+		defer tick.Stop()
+		limit := time.NewTimer(cliTimeout + killTimeout)
+		defer limit.Stop()
+		for {
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return
+			}
+			b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+			if err != nil {
+				return
+			}
+			m, err := parseMem(b)
+			if err != nil {
+				return // exited: a zombie has no memory
+			}
+			s.peak = max(s.peak, m.HWM)
+			select {
+			case <-s.stopCh:
+				return
+			case <-limit.C:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return s, nil
+}
+
+// Stop ends sampling and returns the largest VmHWM read.
+func (s *peakSampler) Stop() int64 {
+	close(s.stopCh)
+	<-s.done
+	return s.peak
 }
 
 // limitedBuffer keeps the first max bytes written to it and drops the rest,
@@ -490,15 +571,16 @@ func freeBytes(dir string) (int64, error) {
 
 // transferRuns accumulates the runs of one row of figure 4.
 type transferRuns struct {
-	secs, mbps, cliRSS, cliCPU []float64
-	serverHWM, serverBefore    []float64
-	serverCPU                  []float64
+	secs, mbps, cliRSS, cliRU, cliCPU []float64
+	serverHWM, serverBefore           []float64
+	serverCPU                         []float64
 }
 
 func (p *transferRuns) add(r cliResult, bytes int64) {
 	p.secs = append(p.secs, r.secs)
 	p.mbps = append(p.mbps, float64(bytes)/1e6/r.secs)
-	p.cliRSS = append(p.cliRSS, float64(r.maxRSS))
+	p.cliRSS = append(p.cliRSS, float64(r.peakRSS))
+	p.cliRU = append(p.cliRU, float64(r.ruMaxRSS))
 	p.cliCPU = append(p.cliCPU, r.cpu)
 	p.serverHWM = append(p.serverHWM, float64(r.serverHWM))
 	p.serverBefore = append(p.serverBefore, float64(r.serverRSSBefore))
@@ -507,10 +589,11 @@ func (p *transferRuns) add(r cliResult, bytes int64) {
 
 func (p *transferRuns) row(server bool) transferRow {
 	r := transferRow{
-		WallSeconds:     newStat(p.secs),
-		MBps:            newStat(p.mbps),
-		CLIPeakRSSBytes: newStat(p.cliRSS),
-		CLICPUSeconds:   newStat(p.cliCPU),
+		WallSeconds:      newStat(p.secs),
+		MBps:             newStat(p.mbps),
+		CLIPeakRSSBytes:  newStat(p.cliRSS),
+		CLIRUMaxRSSBytes: newStat(p.cliRU),
+		CLICPUSeconds:    newStat(p.cliCPU),
 	}
 	if server {
 		hwm, before, cpu := newStat(p.serverHWM), newStat(p.serverBefore), newStat(p.serverCPU)
