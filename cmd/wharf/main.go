@@ -270,13 +270,27 @@ func runServer(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			return fmt.Errorf("proxy listen: %w", err)
 		}
 	}
-	attrs := []any{"listen", api.Addr().String(), "data_dir", cfg.DataDir, "upstreams", cfg.EnabledUpstreams(), "version", buildVersion()}
+	var redirect net.Listener
+	if cfg.TLS.RedirectListen != "" {
+		if redirect, err = net.Listen("tcp", cfg.TLS.RedirectListen); err != nil {
+			for _, l := range []net.Listener{api, admin, proxy} {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return fmt.Errorf("tls redirect listen: %w", err)
+		}
+	}
+	attrs := []any{"listen", api.Addr().String(), "tls", cfg.TLSEnabled(), "data_dir", cfg.DataDir, "upstreams", cfg.EnabledUpstreams(), "version", buildVersion()}
 	if admin != nil {
 		attrs = append(attrs, "admin_listen", admin.Addr().String())
 	}
 	if proxy != nil {
 		attrs = append(attrs, "proxy_listen", proxy.Addr().String())
 	}
+	if redirect != nil {
+		attrs = append(attrs, "redirect_listen", redirect.Addr().String())
+	}
 	log.Info("wharf serving", attrs...)
-	return inst.ServeListeners(ctx, server.Listeners{API: api, Admin: admin, Proxy: proxy})
+	return inst.ServeListeners(ctx, server.Listeners{API: api, Admin: admin, Proxy: proxy, Redirect: redirect})
 }

@@ -11,6 +11,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,7 @@ import (
 	"github.com/wharf-mirror/wharf/internal/mitm"
 	"github.com/wharf-mirror/wharf/internal/ociapi"
 	"github.com/wharf-mirror/wharf/internal/route"
+	"github.com/wharf-mirror/wharf/internal/tlsserve"
 	"github.com/wharf-mirror/wharf/internal/ui"
 	"github.com/wharf-mirror/wharf/internal/upstream"
 )
@@ -63,6 +65,7 @@ type Instance struct {
 	adminAPI       *admin.Handler
 	state          *adminState
 
+	tls   *tlsFront   // HTTPS on the registry listener, or nil
 	ca    *mitm.CA    // wharf's own CA, when the proxy mode uses it
 	proxy *mitm.Proxy // the HTTPS_PROXY front, or nil
 
@@ -169,6 +172,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	inst.api = inst.withCACert(inst.api)
+	if inst.tls, err = inst.newTLS(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if inst.tls != nil {
+		inst.api = tlsserve.HSTS(inst.api)
+	}
 	inst.metricsHandler = metricsHandler
 	observeGC := func(r gc.Report, err error) {
 		mets.Eviction(r.Manifests, r.Blobs, r.Bytes, err)
@@ -288,6 +298,9 @@ type Listeners struct {
 	API   net.Listener // the registry API (required)
 	Admin net.Listener // admin API, UI, metrics, health
 	Proxy net.Listener // the HTTPS_PROXY front (proxy.listen)
+	// Redirect is the plain-HTTP listener that redirects to the HTTPS
+	// registry listener (tls.redirect_listen).
+	Redirect net.Listener
 }
 
 // Serve serves the registry API on api and the admin endpoints on admin
@@ -300,8 +313,19 @@ func (i *Instance) Serve(ctx context.Context, api, admin net.Listener) error {
 // down gracefully: servers stop accepting, requests in flight get 30 s,
 // and connections the proxy took over are closed.
 func (i *Instance) ServeListeners(ctx context.Context, l Listeners) error {
+	api := l.API
+	if i.tls != nil {
+		api = tls.NewListener(api, i.tls.config)
+	}
 	servers := []*http.Server{i.newHTTPServer(i.api)}
-	listeners := []net.Listener{l.API}
+	listeners := []net.Listener{api}
+	if l.Redirect != nil {
+		if i.tls == nil {
+			return errors.New("a redirect listener was given but TLS is not configured")
+		}
+		servers = append(servers, i.newHTTPServer(i.redirectHandler(l.API.Addr())))
+		listeners = append(listeners, l.Redirect)
+	}
 	if l.Admin != nil {
 		servers = append(servers, i.newHTTPServer(i.admin))
 		listeners = append(listeners, l.Admin)

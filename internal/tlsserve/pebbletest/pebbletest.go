@@ -101,6 +101,9 @@ func goBin() (string, error) {
 	return "", errors.New("go env: neither GOBIN nor GOPATH set")
 }
 
+// apiRootsFile is the name of the PEM file of APIRoots in the work directory.
+const apiRootsFile = "api-roots.pem"
+
 // CA is a running pebble.
 type CA struct {
 	// DirectoryURL is the ACME directory, https://127.0.0.1:<port>/dir.
@@ -108,6 +111,9 @@ type CA struct {
 	// APIRoots trusts the TLS certificate of pebble's ACME and management
 	// listeners (not the certificates pebble issues; see IssuerRoots).
 	APIRoots *x509.CertPool
+	// APIRootsFile holds APIRoots as PEM, for programs configured with a
+	// CA file.
+	APIRootsFile string
 
 	managementURL string
 	cmd           *exec.Cmd
@@ -132,6 +138,7 @@ func Start(t testing.TB) *CA {
 	for i := range attempts {
 		ca, err := start(bin, dir, certFile, keyFile, roots)
 		if err == nil {
+			ca.APIRootsFile = filepath.Join(dir, apiRootsFile)
 			t.Cleanup(ca.Stop)
 			return ca
 		}
@@ -358,6 +365,9 @@ func apiCertificate(dir string) (roots *x509.CertPool, certFile, keyFile string,
 		return nil, "", "", err
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return nil, "", "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, apiRootsFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
 		return nil, "", "", err
 	}
 	roots = x509.NewCertPool()
