@@ -1,6 +1,7 @@
 // Package e2e is wharf's end-to-end suite: real container clients (dockerd,
 // containerd's ctr, podman, skopeo, crane) pull through one real wharf
-// process (bin/wharf) from local upstream registries that the tests seed.
+// process (bin/wharf) from local upstream registries that the tests seed,
+// and a real headless Chromium drives the web UI.
 //
 // The tests are behind the build tag "e2e" and run with `make e2e`, which
 // installs the clients (scripts/install-e2e-deps.sh), builds wharf and the
@@ -15,7 +16,10 @@
 //     every repository request to a storage host. It starts one wharf
 //     process mapped onto them, one dockerd and one containerd, each in its
 //     own temporary directories and sockets; nothing touches the machine's
-//     own daemons, /var/lib or /etc.
+//     own daemons or /var/lib. The one exception under /etc: the HTTPS_PROXY
+//     test writes wharf's CA as its own uniquely named file under
+//     /etc/docker/certs.d/<registry>/ (dockerd reads per-registry CAs only
+//     there) and removes exactly what it created.
 //   - Every scenario seeds its own freshly generated images (valid gzip'd
 //     tar layers, so clients can unpack them) under its own repositories, so
 //     the scenarios do not depend on each other's cache state or order.
