@@ -295,7 +295,7 @@ func (s *Service) storeManifest(ctx context.Context, u *upstreamState, repo stri
 		return err
 	}
 	defer unpin()
-	refs := manifestRefs(body)
+	refs := meta.ManifestRefs(body)
 	w, err := s.blobs.Create(ctx, desc.Digest, int64(len(body)))
 	if err != nil {
 		return fmt.Errorf("store manifest: %w", err)
@@ -328,52 +328,6 @@ func (s *Service) linkManifest(ctx context.Context, u *upstreamState, repo strin
 		return err
 	}
 	return s.index.Link(ctx, u.name, repo, append([]digest.Digest{d}, rec.Refs...)...)
-}
-
-// manifestRefs returns the digests a manifest references (config, layers,
-// child manifests, artifact blobs, schema1 fsLayers). The subject is not a
-// reference: it is the content this manifest is about. Unparseable or
-// unknown bodies reference nothing.
-func manifestRefs(body []byte) []digest.Digest {
-	type desc struct {
-		Digest digest.Digest `json:"digest"`
-	}
-	var m struct {
-		Config    *desc  `json:"config"`
-		Layers    []desc `json:"layers"`
-		Manifests []desc `json:"manifests"`
-		Blobs     []desc `json:"blobs"`
-		FSLayers  []struct {
-			BlobSum digest.Digest `json:"blobSum"`
-		} `json:"fsLayers"`
-	}
-	if json.Unmarshal(body, &m) != nil {
-		return nil
-	}
-	var refs []digest.Digest
-	seen := make(map[digest.Digest]bool)
-	add := func(d digest.Digest) {
-		if d.Validate() == nil && !seen[d] {
-			seen[d] = true
-			refs = append(refs, d)
-		}
-	}
-	if m.Config != nil {
-		add(m.Config.Digest)
-	}
-	for _, l := range m.Layers {
-		add(l.Digest)
-	}
-	for _, l := range m.Manifests {
-		add(l.Digest)
-	}
-	for _, l := range m.Blobs {
-		add(l.Digest)
-	}
-	for _, l := range m.FSLayers {
-		add(l.BlobSum)
-	}
-	return refs
 }
 
 // mediaTypeOf reads the mediaType field of a manifest body, for upstreams

@@ -477,7 +477,7 @@ func (st *importState) walk(ctx context.Context, desc ocispec.Descriptor, depth 
 	if m.MediaType != "" && m.MediaType != desc.MediaType {
 		return nil, fmt.Errorf("%w: manifest %s is %q, its descriptor says %q", ErrNotLayout, desc.Digest, m.MediaType, desc.MediaType)
 	}
-	refs := m.refs()
+	refs := meta.ManifestRefs(body)
 	w := &walked{
 		record: meta.Manifest{Digest: desc.Digest, MediaType: desc.MediaType, Size: size, Refs: refs},
 		body:   m,

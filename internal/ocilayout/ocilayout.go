@@ -153,37 +153,6 @@ func parseManifest(body []byte) (*manifestBody, error) {
 	return &m, nil
 }
 
-// refs returns the digests m references, in the order and with the rules of
-// the mirror (mirror.manifestRefs), so that the index holds the same Refs
-// whether a manifest was pulled or imported: config, layers, child
-// manifests, artifact blobs, each once; invalid digests are left out. The
-// subject is not a reference: it is the content this manifest is about, and
-// keeping a subject alive for as long as a signature of it is cached would
-// turn eviction upside down.
-func (m *manifestBody) refs() []digest.Digest {
-	var refs []digest.Digest
-	seen := make(map[digest.Digest]bool)
-	add := func(d digest.Digest) {
-		if d.Validate() == nil && !seen[d] {
-			seen[d] = true
-			refs = append(refs, d)
-		}
-	}
-	if m.Config != nil {
-		add(m.Config.Digest)
-	}
-	for _, l := range m.Layers {
-		add(l.Digest)
-	}
-	for _, c := range m.Manifests {
-		add(c.Digest)
-	}
-	for _, b := range m.Blobs {
-		add(b.Digest)
-	}
-	return refs
-}
-
 // imageBlobs returns the descriptors an image manifest needs to be pulled:
 // its config and its layers.
 func (m *manifestBody) imageBlobs() []ocispec.Descriptor {
