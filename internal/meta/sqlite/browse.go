@@ -192,24 +192,8 @@ LIMIT ?`, after.String(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list blobs after %q: %w", after, err)
 	}
-	defer rows.Close()
-	var bs []meta.BlobAccess
-	for rows.Next() {
-		var (
-			b  meta.BlobAccess
-			d  string
-			at sql.NullInt64
-		)
-		if err := rows.Scan(&d, &b.Size, &at); err != nil {
-			return nil, fmt.Errorf("sqlite: list blobs after %q: %w", after, err)
-		}
-		b.Digest = digest.Digest(d)
-		if at.Valid {
-			b.LastAccess = toTime(at.Int64)
-		}
-		bs = append(bs, b)
-	}
-	if err := rows.Err(); err != nil {
+	bs, err := scanBlobAccess(rows)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: list blobs after %q: %w", after, err)
 	}
 	return bs, nil

@@ -64,6 +64,16 @@ ORDER BY a.at, b.digest`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list blobs: %w", err)
 	}
+	bs, err := scanBlobAccess(rows)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list blobs: %w", err)
+	}
+	return bs, nil
+}
+
+// scanBlobAccess reads rows of (digest, size, access time or NULL) and
+// closes them.
+func scanBlobAccess(rows *sql.Rows) ([]meta.BlobAccess, error) {
 	defer rows.Close()
 	var bs []meta.BlobAccess
 	for rows.Next() {
@@ -73,7 +83,7 @@ ORDER BY a.at, b.digest`)
 			at sql.NullInt64
 		)
 		if err := rows.Scan(&d, &b.Size, &at); err != nil {
-			return nil, fmt.Errorf("sqlite: list blobs: %w", err)
+			return nil, err
 		}
 		b.Digest = digest.Digest(d)
 		if at.Valid {
@@ -81,10 +91,7 @@ ORDER BY a.at, b.digest`)
 		}
 		bs = append(bs, b)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: list blobs: %w", err)
-	}
-	return bs, nil
+	return bs, rows.Err()
 }
 
 // Usage implements meta.Index. A digest recorded both as a manifest and as
