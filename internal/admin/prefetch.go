@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -195,7 +196,11 @@ func (js *jobs) start(req adminapi.PrefetchRequest) (adminapi.PrefetchJob, error
 	for i, ref := range req.Refs {
 		t, err := js.h.resolve(ref)
 		if err != nil {
-			errs = append(errs, err.(*apiError).msg)
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				return adminapi.PrefetchJob{}, err
+			}
+			errs = append(errs, ae.msg)
 			continue
 		}
 		targets[i] = t
