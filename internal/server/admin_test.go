@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/opencontainers/go-digest"
 
 	"github.com/wharf-mirror/wharf/internal/adminapi"
 	"github.com/wharf-mirror/wharf/internal/config"
@@ -149,7 +148,7 @@ func TestAdminBrowseAndDelete(t *testing.T) {
 
 	var tags []adminapi.Tag
 	adminJSON(t, h, "GET", "/api/v1/tags?upstream=docker.io&repo=library/app", nil, 200, &tags)
-	if len(tags) != 2 || tags[0].Name != "1" || tags[0].Digest != dA.String() || tags[0].Bytes != sizeA ||
+	if len(tags) != 2 || tags[0].Name != "1" || tags[0].Digest != dA.String() || tags[0].Bytes != sizeA || tags[1].Digest != dB.String() ||
 		tags[1].Bytes != sizeB || tags[0].Reference != "docker.io/library/app:1" || tags[0].MediaType == "" {
 		t.Errorf("tags = %+v", tags)
 	}
@@ -213,7 +212,6 @@ func TestAdminBrowseAndDelete(t *testing.T) {
 	if stats.Cache.Bytes != 0 || stats.Cache.Manifests != 0 || stats.Cache.Blobs != 0 {
 		t.Errorf("cache after deleting everything: %+v", stats.Cache)
 	}
-	_ = dB
 
 	adminCode(t, h, "GET", "/api/v1/nothing", nil, 404, adminapi.CodeNotFound)
 	adminCode(t, h, "POST", "/api/v1/stats", nil, 404, adminapi.CodeNotFound)
@@ -441,4 +439,3 @@ func flipInBlob(t *testing.T, tarball []byte) {
 	tarball[best+int(bestSize)/2] ^= 0xff
 }
 
-var _ = digest.Digest("")
