@@ -438,4 +438,3 @@ func flipInBlob(t *testing.T, tarball []byte) {
 	}
 	tarball[best+int(bestSize)/2] ^= 0xff
 }
-
