@@ -132,6 +132,16 @@ type Config struct {
 	// TLS serves the registry listener over HTTPS: from certificate files
 	// (reloaded when they change) or with certificates obtained over ACME.
 	TLS TLS `yaml:"tls"`
+
+	// Transparent is a TLS listener that answers for registry host names
+	// directly (DNS override or iptables REDIRECT).
+	Transparent Transparent `yaml:"transparent"`
+
+	// Auth says who may pull.
+	Auth Auth `yaml:"auth"`
+
+	// Limits bound what one client may cost.
+	Limits Limits `yaml:"limits"`
 }
 
 // TLS configures HTTPS on the registry listener. Set either the two files
@@ -242,6 +252,12 @@ type Upstream struct {
 	// registry's own host and domain. Default: none.
 	TokenRealms []string `yaml:"token_realms,omitempty"`
 
+	// Access says who may pull this upstream's content. Content is
+	// checked by the upstream a request is routed to, so a blob fetched
+	// through a private upstream is never served through another route
+	// unless that route's own upstream confirms the client may see it.
+	Access Access `yaml:"access"`
+
 	// Disabled turns the upstream off: it is not routed to and its URL and
 	// credentials are not checked or read. Use it to switch off a built-in
 	// upstream. Default false.
@@ -271,6 +287,11 @@ type Fetch struct {
 	// (GET, HEAD, token fetch) gets after a transient error (a failed
 	// connection or a temporary answer such as 503), 0 to 10. Default 2.
 	Retries int `yaml:"retries"`
+
+	// MaxConcurrent bounds the requests in flight to one upstream; more
+	// wait for a slot (and give up with the client's request). 0 means
+	// unbounded. Default 64.
+	MaxConcurrent int `yaml:"max_concurrent"`
 }
 
 // Cache bounds the size and age of the cache.
@@ -315,9 +336,15 @@ func Default() *Config {
 			ConnectTimeout: Duration(10 * time.Second),
 			HeaderTimeout:  Duration(30 * time.Second),
 			Retries:        2,
+			MaxConcurrent:  64,
 		},
 		Cache: Cache{
 			GCInterval: Duration(10 * time.Minute),
+		},
+		Auth: Auth{TokenTTL: Duration(15 * time.Minute)},
+		Limits: Limits{
+			MaxHeaderBytes: 64 << 10,
+			AuthFailures:   10,
 		},
 	}
 }
@@ -428,6 +455,11 @@ func (u *Upstream) clone() *Upstream {
 	c.Aliases = cloneStrings(u.Aliases)
 	c.VirtualHosts = cloneStrings(u.VirtualHosts)
 	c.TokenRealms = cloneStrings(u.TokenRealms)
+	c.Access.Users = cloneStrings(u.Access.Users)
+	if u.Access.Anonymous != nil {
+		v := *u.Access.Anonymous
+		c.Access.Anonymous = &v
+	}
 	if u.TagTTL != nil {
 		v := *u.TagTTL
 		c.TagTTL = &v

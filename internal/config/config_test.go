@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 
 // cmpConfig compares configurations: unexported resolution state included,
 // a nil slice equal to an empty one (YAML cannot tell them apart).
-var cmpConfig = []cmp.Option{cmp.AllowUnexported(Upstream{}, Config{}), cmpopts.EquateEmpty()}
+var cmpConfig = []cmp.Option{cmp.AllowUnexported(Upstream{}, Config{}, StaticToken{}), cmpopts.EquateEmpty()}
 
 // messages flattens an errors.Join tree into its leaf messages.
 func messages(err error) []string {
@@ -149,6 +149,7 @@ func TestExample(t *testing.T) {
 	files := map[string][]byte{
 		"/run/secrets/dockerhub": []byte("hub-token\n"),
 		"/etc/wharf/admin-token": []byte("0123456789abcdef0123\n"),
+		"/run/secrets/wharf-ci-token": []byte("ci-secret-0123456789\n"),
 	}
 	readFile := func(name string) ([]byte, error) {
 		if b, ok := files[name]; ok {
@@ -161,6 +162,15 @@ func TestExample(t *testing.T) {
 		t.Fatalf("Resolve:\n%v", err)
 	}
 
+	if got := c.Auth.Tokens[0].Secret(); got != "ci-secret-0123456789" {
+		t.Errorf("static token secret = %q, want the file's content", got)
+	}
+	if nv := c.Upstreams["nvcr.io"]; nv.AnonymousAccess(c) || !cmp.Equal(nv.Access.Users, []string{"alice", "ci"}) {
+		t.Errorf("nvcr.io access = %+v, want users alice and ci only", nv.Access)
+	}
+	if !c.Upstreams["docker.io"].AnonymousAccess(c) || !c.Upstreams["quay.io"].AnonymousAccess(c) {
+		t.Error("docker.io (access.anonymous: true) and quay.io (no credentials) should allow anonymous pulls")
+	}
 	if got := c.ResolvedAdminToken(); got != "0123456789abcdef0123" {
 		t.Errorf("ResolvedAdminToken = %q, want the file's content", got)
 	}

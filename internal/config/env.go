@@ -96,6 +96,13 @@ func envSettings() []envSetting {
 				}
 				return checkListen(v)
 			})},
+		{EnvVar{EnvPrefix + "TRANSPARENT_LISTEN", `Address of the transparent TLS listener, the transparent.listen setting; e.g. ":443"; empty disables it.`},
+			str(func(c *Config) *string { return &c.Transparent.Listen }, func(v string) error {
+				if v == "" {
+					return nil
+				}
+				return checkListen(v)
+			})},
 		{EnvVar{EnvPrefix + "DATA_DIR", `Directory of the cache, the data_dir setting.`},
 			str(func(c *Config) *string { return &c.DataDir }, nil)},
 		{EnvVar{EnvPrefix + "LOG_LEVEL", `Least severe level logged: debug, info, warn or error.`},

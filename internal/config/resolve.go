@@ -29,6 +29,7 @@ func (c *Config) Resolve(readFile func(string) ([]byte, error), env func(string)
 			c.resolvedAdminToken = tok
 		}
 	}
+	errs = append(errs, c.resolveTokens(readFile)...)
 	for _, name := range c.EnabledUpstreams() {
 		u := c.Upstreams[name]
 		pw, err := u.readPassword(readFile, env)

@@ -172,6 +172,7 @@ func (c *Config) Validate() error {
 		add(e)
 	}
 	add(c.checkDefaultUpstream())
+	c.validateSecurity(add)
 
 	return errors.Join(errs...)
 }

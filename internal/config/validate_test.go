@@ -33,6 +33,65 @@ func TestValidate(t *testing.T) {
 					Aliases: []string{"index.docker.io"}, TagTTL: &zero, MaxStale: &zero,
 				}
 				c.Upstreams["registry"] = &Upstream{URL: "http://registry:5000", Username: "u"}
+				c.Auth.Tokens = []StaticToken{{Name: "ci", Token: "0123456789abcdef"}, {Name: "deploy", TokenFile: "/run/secrets/t"}}
+				c.Auth.HtpasswdFile = "/etc/wharf/htpasswd"
+				c.Upstreams["registry"].Access.Users = []string{"alice", "ci"}
+				c.Transparent.Listen = "127.0.0.1:8443"
+				c.Transparent.Certificates = []CertificatePair{{CertFile: "c.pem", KeyFile: "k.pem"}}
+				c.Limits.ClientRate = 50
+				c.Auth.Realm = "https://mirror.example.com/token"
+			},
+		},
+		{
+			name: "security",
+			change: func(c *Config) {
+				no, yes := false, true
+				c.Auth.Anonymous = &no
+				c.Auth.TokenTTL = Duration(time.Second)
+				c.Auth.Realm = "ftp://x/token"
+				c.Upstreams["ghcr.io"].Access.Users = []string{"alice", "bad:name"}
+				c.Upstreams["quay.io"].Username = "bot"
+				c.Upstreams["gcr.io"].Username = "bot"
+				c.Upstreams["gcr.io"].Access.Anonymous = &yes
+				c.Transparent.Certificates = []CertificatePair{{CertFile: "c.pem"}}
+				c.Limits.ClientRate = -1
+				c.Limits.MaxHeaderBytes = 100
+				c.Fetch.MaxConcurrent = -2
+			},
+			want: []string{
+				`auth.anonymous: is false but no client can authenticate: set auth.htpasswd_file or auth.tokens`,
+				`auth.token_ttl: 1s must be at least 1m`,
+				`auth.realm: "ftp://x/token" is not an absolute http(s) URL, e.g. "https://mirror.example.com/token"`,
+				`upstreams["ghcr.io"].access.users: needs authenticated clients: set auth.htpasswd_file or auth.tokens`,
+				`upstreams["ghcr.io"].access.users[1]: "bad:name" is not a user name`,
+				`upstreams["quay.io"].access: the upstream has credentials, so what it serves may be private: set auth.htpasswd_file or auth.tokens so clients authenticate, or access.anonymous: true to serve it to every client`,
+				`transparent.listen: is empty but transparent.certificates are set`,
+				`transparent.certificates[0]: needs both cert_file and key_file`,
+				`limits.client_rate: -1 must not be negative`,
+				`limits.max_header_bytes: 100 is out of range 4KiB..1MiB`,
+				`fetch.max_concurrent: -2 must not be negative`,
+			},
+		},
+		{
+			name: "static tokens",
+			change: func(c *Config) {
+				c.Auth.Tokens = []StaticToken{
+					{Name: "", Token: "0123456789abcdef"},
+					{Name: "a b", Token: "0123456789abcdef"},
+					{Name: "ci", Token: "short"},
+					{Name: "ci", Token: "0123456789abcdef", TokenFile: "/f"},
+					{Name: "none"},
+				}
+				c.Transparent.Listen = c.Listen
+			},
+			want: []string{
+				`auth.tokens[0].name: must not be empty`,
+				`auth.tokens[1].name: "a b" may not contain ':' or white space`,
+				`auth.tokens[2].token: is 5 characters; use at least 16 (e.g. openssl rand -hex 32)`,
+				`auth.tokens[3].name: "ci" is used twice`,
+				`auth.tokens[3]: set token or token_file, not both`,
+				`auth.tokens[4]: needs token or token_file`,
+				`transparent.listen: ":5000" overlaps listen ":5000"; the transparent listener needs its own port`,
 			},
 		},
 		{
@@ -292,6 +351,9 @@ func TestValidate(t *testing.T) {
 				c.Upstreams["quay.io"].Username = "bot"
 				c.Upstreams["quay.io"].PasswordFile = "/f"
 				c.Upstreams["quay.io"].PasswordEnv = "A=B"
+				yes := true
+				c.Upstreams["docker.io"].Access.Anonymous = &yes
+				c.Upstreams["quay.io"].Access.Anonymous = &yes
 			},
 			want: []string{
 				`upstreams["docker.io"].password_file: set together with password; use only one of password, password_file, password_env`,
