@@ -133,8 +133,9 @@ func buildVersion() string {
 }
 
 type serveFlags struct {
-	listen, adminListen, proxyListen, dataDir, configFile, logLevel, logFormat string
-	upstreams                                                                  []string
+	listen, adminListen, proxyListen, transparentListen string
+	dataDir, configFile, logLevel, logFormat            string
+	upstreams                                           []string
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -145,6 +146,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.listen, "listen", "", "registry API listen `address` (default :5000)")
 	fs.StringVar(&f.adminListen, "admin-listen", "", "admin listener `address`: web UI, admin API, /metrics, /healthz, /readyz (default 127.0.0.1:5080)")
 	fs.StringVar(&f.proxyListen, "proxy-listen", "", "HTTPS_PROXY (CONNECT) listener `address`, e.g. :3128 (default off)")
+	fs.StringVar(&f.transparentListen, "transparent-listen", "", "transparent TLS listener `address` answering for registry host names, e.g. :443 (default off)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "cache `directory` (default ./data)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json, text or auto: text on a terminal (default auto)")
@@ -202,6 +204,7 @@ func loadConfig(f serveFlags) (*config.Config, error) {
 	set(&cfg.Listen, f.listen)
 	set(&cfg.AdminListen, f.adminListen)
 	set(&cfg.Proxy.Listen, f.proxyListen)
+	set(&cfg.Transparent.Listen, f.transparentListen)
 	set(&cfg.DataDir, f.dataDir)
 	set(&cfg.LogLevel, f.logLevel)
 	set(&cfg.LogFormat, f.logFormat)
@@ -249,48 +252,46 @@ func runServer(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		return err
 	}
 	defer inst.Close()
-	api, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	var admin net.Listener
-	if cfg.AdminListen != "" {
-		if admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-			api.Close()
-			return fmt.Errorf("admin listen: %w", err)
+	var l server.Listeners
+	opened := []net.Listener{}
+	open := func(dst *net.Listener, what, addr string) error {
+		if addr == "" {
+			return nil
 		}
-	}
-	var proxy net.Listener
-	if cfg.Proxy.Listen != "" {
-		if proxy, err = net.Listen("tcp", cfg.Proxy.Listen); err != nil {
-			api.Close()
-			if admin != nil {
-				admin.Close()
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, o := range opened {
+				o.Close()
 			}
-			return fmt.Errorf("proxy listen: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		*dst = ln
+		opened = append(opened, ln)
+		return nil
+	}
+	for _, o := range []struct {
+		dst        *net.Listener
+		what, addr string
+	}{
+		{&l.API, "listen", cfg.Listen},
+		{&l.Admin, "admin listen", cfg.AdminListen},
+		{&l.Proxy, "proxy listen", cfg.Proxy.Listen},
+		{&l.Redirect, "tls redirect listen", cfg.TLS.RedirectListen},
+		{&l.Transparent, "transparent listen", cfg.Transparent.Listen},
+	} {
+		if err := open(o.dst, o.what, o.addr); err != nil {
+			return err
 		}
 	}
-	var redirect net.Listener
-	if cfg.TLS.RedirectListen != "" {
-		if redirect, err = net.Listen("tcp", cfg.TLS.RedirectListen); err != nil {
-			for _, l := range []net.Listener{api, admin, proxy} {
-				if l != nil {
-					l.Close()
-				}
-			}
-			return fmt.Errorf("tls redirect listen: %w", err)
+	attrs := []any{"listen", l.API.Addr().String(), "tls", cfg.TLSEnabled(), "data_dir", cfg.DataDir, "upstreams", cfg.EnabledUpstreams(), "version", buildVersion()}
+	for _, o := range []struct {
+		key string
+		ln  net.Listener
+	}{{"admin_listen", l.Admin}, {"proxy_listen", l.Proxy}, {"redirect_listen", l.Redirect}, {"transparent_listen", l.Transparent}} {
+		if o.ln != nil {
+			attrs = append(attrs, o.key, o.ln.Addr().String())
 		}
-	}
-	attrs := []any{"listen", api.Addr().String(), "tls", cfg.TLSEnabled(), "data_dir", cfg.DataDir, "upstreams", cfg.EnabledUpstreams(), "version", buildVersion()}
-	if admin != nil {
-		attrs = append(attrs, "admin_listen", admin.Addr().String())
-	}
-	if proxy != nil {
-		attrs = append(attrs, "proxy_listen", proxy.Addr().String())
-	}
-	if redirect != nil {
-		attrs = append(attrs, "redirect_listen", redirect.Addr().String())
 	}
 	log.Info("wharf serving", attrs...)
-	return inst.ServeListeners(ctx, server.Listeners{API: api, Admin: admin, Proxy: proxy, Redirect: redirect})
+	return inst.ServeListeners(ctx, l)
 }

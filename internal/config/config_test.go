@@ -147,8 +147,8 @@ func TestExample(t *testing.T) {
 		t.Fatalf("Validate:\n%v", err)
 	}
 	files := map[string][]byte{
-		"/run/secrets/dockerhub": []byte("hub-token\n"),
-		"/etc/wharf/admin-token": []byte("0123456789abcdef0123\n"),
+		"/run/secrets/dockerhub":      []byte("hub-token\n"),
+		"/etc/wharf/admin-token":      []byte("0123456789abcdef0123\n"),
 		"/run/secrets/wharf-ci-token": []byte("ci-secret-0123456789\n"),
 	}
 	readFile := func(name string) ([]byte, error) {

@@ -30,27 +30,7 @@ func (i *Instance) newProxy() error {
 	if err != nil {
 		return err
 	}
-	intercept := map[string]bool{}
-	add := func(h string) {
-		h = strings.ToLower(strings.TrimSuffix(h, "."))
-		if host, _, err := net.SplitHostPort(h); err == nil {
-			h = host
-		}
-		intercept[h] = true
-	}
-	for _, name := range i.cfg.EnabledUpstreams() {
-		u := i.cfg.Upstreams[name]
-		add(name)
-		for _, a := range u.Aliases {
-			add(a)
-		}
-		for _, v := range u.VirtualHosts {
-			add(v)
-		}
-	}
-	for _, h := range i.cfg.Proxy.InterceptHosts {
-		add(h)
-	}
+	intercept := i.registryHosts()
 	tunnel := map[string]bool{}
 	for _, t := range i.cfg.Proxy.Tunnel {
 		host, port, _ := net.SplitHostPort(t)

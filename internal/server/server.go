@@ -65,9 +65,12 @@ type Instance struct {
 	adminAPI       *admin.Handler
 	state          *adminState
 
-	tls   *tlsFront   // HTTPS on the registry listener, or nil
-	ca    *mitm.CA    // wharf's own CA, when the proxy mode uses it
-	proxy *mitm.Proxy // the HTTPS_PROXY front, or nil
+	tls *tlsFront // HTTPS on the registry listener, or nil
+	// transparent is the TLS configuration of the transparent listener,
+	// or nil when it is off.
+	transparent *tls.Config
+	ca          *mitm.CA    // wharf's own CA, when the proxy mode uses it
+	proxy       *mitm.Proxy // the HTTPS_PROXY front, or nil
 
 	gc *collector // eviction: the collector and its background loop (gc.go)
 }
@@ -170,6 +173,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 	if err := inst.newProxy(); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	if inst.transparent, err = inst.newTransparent(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("transparent: %w", err)
 	}
 	inst.api = inst.withCACert(inst.api)
 	if inst.tls, err = inst.newTLS(); err != nil {
@@ -301,6 +308,9 @@ type Listeners struct {
 	// Redirect is the plain-HTTP listener that redirects to the HTTPS
 	// registry listener (tls.redirect_listen).
 	Redirect net.Listener
+	// Transparent is the TLS listener answering for registry host names
+	// (transparent.listen).
+	Transparent net.Listener
 }
 
 // Serve serves the registry API on api and the admin endpoints on admin
@@ -336,6 +346,13 @@ func (i *Instance) ServeListeners(ctx context.Context, l Listeners) error {
 		}
 		servers = append(servers, i.newHTTPServer(i.proxy))
 		listeners = append(listeners, l.Proxy)
+	}
+	if l.Transparent != nil {
+		if i.transparent == nil {
+			return errors.New("a transparent listener was given but transparent.listen is not configured")
+		}
+		servers = append(servers, i.newHTTPServer(i.api))
+		listeners = append(listeners, tls.NewListener(l.Transparent, i.transparent))
 	}
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup
