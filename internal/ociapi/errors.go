@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/wharf-mirror/wharf/internal/mirror"
 	"github.com/wharf-mirror/wharf/internal/route"
@@ -23,6 +25,7 @@ const (
 	codeNameInvalid     = "NAME_INVALID"
 	codeNameUnknown     = "NAME_UNKNOWN"
 	codeDenied          = "DENIED"
+	codeUnauthorized    = "UNAUTHORIZED"
 	codeUnsupported     = "UNSUPPORTED"
 	codeTooManyRequests = "TOOMANYREQUESTS"
 	codeUnavailable     = "UNAVAILABLE"
@@ -35,6 +38,7 @@ type Error struct {
 	Code       string
 	Message    string
 	RetryAfter string // Retry-After header, for 429
+	Challenge  string // WWW-Authenticate header, for 401
 	cause      error
 }
 
@@ -68,6 +72,10 @@ func toAPIError(kind route.Kind, err error) *Error {
 	var ae *Error
 	if errors.As(err, &ae) {
 		return ae
+	}
+	var acc *AccessError
+	if errors.As(err, &acc) {
+		return acc.apiError()
 	}
 	var re *upstream.ResponseError
 	hasRE := errors.As(err, &re)
@@ -157,8 +165,41 @@ func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	if e.RetryAfter != "" {
 		h.Set("Retry-After", e.RetryAfter)
 	}
+	if e.Challenge != "" {
+		h.Set("WWW-Authenticate", e.Challenge)
+	}
 	w.WriteHeader(e.Status)
 	if r.Method != http.MethodHead {
 		w.Write(body)
 	}
+}
+
+// AccessError is how an Authorizer refuses a request: 401 UNAUTHORIZED
+// with a challenge (no or bad credentials), 403 DENIED (credentials fine,
+// not allowed), or 429 TOOMANYREQUESTS (too many failed attempts).
+type AccessError struct {
+	Status     int
+	Message    string
+	Challenge  string        // WWW-Authenticate value, for 401
+	RetryAfter time.Duration // for 429
+	Cause      error
+}
+
+func (e *AccessError) Error() string { return e.Message }
+func (e *AccessError) Unwrap() error { return e.Cause }
+
+func (e *AccessError) apiError() *Error {
+	code := codeUnauthorized
+	switch e.Status {
+	case http.StatusForbidden:
+		code = codeDenied
+	case http.StatusTooManyRequests:
+		code = codeTooManyRequests
+	}
+	ae := apiError(e.Status, code, e.Message, e.Cause)
+	ae.Challenge = e.Challenge
+	if e.RetryAfter > 0 {
+		ae.RetryAfter = strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds())))
+	}
+	return ae
 }

@@ -35,6 +35,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer, when set, is told about every request (metrics).
 	Observer Observer
+	// Authorizer, when set, decides who may do what; nil serves everyone.
+	Authorizer Authorizer
+}
+
+// Authorizer decides whether a request may be served. Authorize is called
+// for the base endpoint (/v2/) with upstream "" and for every other
+// request once it is routed, with the upstream it goes to and the
+// repository name as the client wrote it (for the challenge's scope). It
+// returns who the client is, for the request log, or an error — an
+// *AccessError to refuse with 401, 403 or 429.
+type Authorizer interface {
+	Authorize(r *http.Request, upstream, name string) (client string, err error)
 }
 
 // Handler serves the registry API.
@@ -43,6 +55,7 @@ type Handler struct {
 	mirror *mirror.Service
 	log    *slog.Logger
 	obs    Observer
+	authz  Authorizer
 }
 
 // New returns the registry API handler.
@@ -51,7 +64,7 @@ func New(cfg Config) *Handler {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{routes: cfg.Routes, mirror: cfg.Mirror, log: l, obs: cfg.Observer}
+	return &Handler{routes: cfg.Routes, mirror: cfg.Mirror, log: l, obs: cfg.Observer, authz: cfg.Authorizer}
 }
 
 // request is what the request log records about one request.
@@ -61,6 +74,7 @@ type request struct {
 	repo     string
 	ref      string
 	result   mirror.Result
+	client   string // who, when an Authorizer said so
 }
 
 func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -108,6 +122,9 @@ func (h *Handler) logRequest(r *http.Request, w *responseWriter, req *request, s
 	if req.ref != "" {
 		attrs = append(attrs, slog.String("ref", req.ref))
 	}
+	if req.client != "" {
+		attrs = append(attrs, slog.String("client", req.client))
+	}
 	if req.result != "" {
 		attrs = append(attrs, slog.String("cache", string(req.result)))
 	}
@@ -136,6 +153,9 @@ func (h *Handler) serve(w *responseWriter, r *http.Request, req *request) error 
 			"this mirror is read-only: "+r.Method+" is not supported", nil)
 	}
 	if p.Kind == route.KindBase {
+		if err := h.authorize(r, "", "", req); err != nil {
+			return err
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", "2")
 		w.WriteHeader(http.StatusOK)
@@ -150,6 +170,9 @@ func (h *Handler) serve(w *responseWriter, r *http.Request, req *request) error 
 		return err
 	}
 	req.upstream, req.repo, req.ref = t.Upstream, t.Repo, p.Reference
+	if err := h.authorize(r, t.Upstream, p.Name, req); err != nil {
+		return err
+	}
 	ctx := r.Context()
 	switch p.Kind {
 	case route.KindManifest:
@@ -172,6 +195,15 @@ func (h *Handler) serve(w *responseWriter, r *http.Request, req *request) error 
 		return h.listing(w, r, l, p.Kind)
 	}
 	return route.ErrNotFound
+}
+
+func (h *Handler) authorize(r *http.Request, upstream, name string, req *request) error {
+	if h.authz == nil {
+		return nil
+	}
+	client, err := h.authz.Authorize(r, upstream, name)
+	req.client = client
+	return err
 }
 
 func (h *Handler) manifest(ctx context.Context, w *responseWriter, r *http.Request, t route.Target, p route.Path, req *request) error {
