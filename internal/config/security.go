@@ -200,6 +200,9 @@ func (c *Config) validateSecurity(add func(*FieldError)) {
 				add(invalid(upstreamField(name, "access.users["+strconv.Itoa(i)+"]"), "%q is not a user name", user))
 			}
 		}
+		if u.Access.Anonymous != nil && !*u.Access.Anonymous && !a.Enabled() {
+			add(invalid(upstreamField(name, "access.anonymous"), "is false but no client can authenticate: set auth.htpasswd_file or auth.tokens"))
+		}
 		if u.HasCredentials() && u.Access.Anonymous == nil && !a.Enabled() {
 			add(invalid(upstreamField(name, "access"), "the upstream has credentials, so what it serves may be private: set auth.htpasswd_file or auth.tokens so clients authenticate, or access.anonymous: true to serve it to every client"))
 		}

@@ -53,6 +53,7 @@ func TestValidate(t *testing.T) {
 				c.Upstreams["quay.io"].Username = "bot"
 				c.Upstreams["gcr.io"].Username = "bot"
 				c.Upstreams["gcr.io"].Access.Anonymous = &yes
+				c.Upstreams["nvcr.io"].Access.Anonymous = &no
 				c.Transparent.Certificates = []CertificatePair{{CertFile: "c.pem"}}
 				c.Limits.ClientRate = -1
 				c.Limits.MaxHeaderBytes = 100
@@ -64,6 +65,7 @@ func TestValidate(t *testing.T) {
 				`auth.realm: "ftp://x/token" is not an absolute http(s) URL, e.g. "https://mirror.example.com/token"`,
 				`upstreams["ghcr.io"].access.users: needs authenticated clients: set auth.htpasswd_file or auth.tokens`,
 				`upstreams["ghcr.io"].access.users[1]: "bad:name" is not a user name`,
+				`upstreams["nvcr.io"].access.anonymous: is false but no client can authenticate: set auth.htpasswd_file or auth.tokens`,
 				`upstreams["quay.io"].access: the upstream has credentials, so what it serves may be private: set auth.htpasswd_file or auth.tokens so clients authenticate, or access.anonymous: true to serve it to every client`,
 				`transparent.listen: is empty but transparent.certificates are set`,
 				`transparent.certificates[0]: needs both cert_file and key_file`,
