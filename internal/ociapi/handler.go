@@ -106,6 +106,7 @@ func (h *Handler) logRequest(r *http.Request, w *responseWriter, req *request, s
 	level := slog.LevelInfo
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
+		slog.String("host", r.Host),
 		slog.String("path", r.URL.Path),
 	}
 	if r.URL.RawQuery != "" {
