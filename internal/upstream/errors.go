@@ -164,7 +164,9 @@ func (c *Client) newResponseError(resp *http.Response) *ResponseError {
 
 // transportError wraps an error of http.Client.Do. When ctx ended the
 // error says so (and is not ErrUnreachable: the caller gave up, the
-// upstream did not fail); otherwise it wraps ErrUnreachable.
+// upstream did not fail); a refused internal address is ErrInternalAddress
+// alone (the upstream answered, with somewhere we will not go); otherwise
+// it wraps ErrUnreachable.
 func (c *Client) transportError(ctx context.Context, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -172,15 +174,19 @@ func (c *Client) transportError(ctx context.Context, err error) error {
 			ue.URL = c.displayURL(u)
 		}
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, ErrInternalAddress) {
 		return fmt.Errorf("upstream %s: %w", c.name, err)
 	}
 	return fmt.Errorf("upstream %s: %w: %w", c.name, ErrUnreachable, err)
 }
 
 // permanent reports whether an ErrUnreachable error will not go away by
-// retrying at once: the name does not exist, or the certificate is bad.
+// retrying at once: the name does not exist, the certificate is bad, or
+// the address was refused as internal.
 func permanent(err error) bool {
+	if errors.Is(err, ErrInternalAddress) {
+		return true
+	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
 		return true

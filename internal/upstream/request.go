@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/wharf-mirror/wharf/internal/upstream/auth"
@@ -50,8 +51,84 @@ type credential struct {
 
 // do sends r to the registry, follows redirects, answers challenges, and
 // retries idempotent requests after transient failures. A response is
-// returned whatever its status; the caller closes its body.
+// returned whatever its status; the caller closes its body. The request
+// holds one of the upstream's slots (Config.MaxConcurrent) from here until
+// that body is closed or do fails.
 func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
+	release, err := c.acquire(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.attempts(ctx, r)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	resp.Body = &slotBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
+}
+
+// InFlight returns how many logical requests to the upstream are in flight:
+// started and not yet failed, or answered and the body not yet closed.
+func (c *Client) InFlight() int { return int(c.inFlight.Load()) }
+
+// acquire takes a slot for one logical request, waiting for one while all
+// Config.MaxConcurrent are taken, and returns the function that gives it
+// back; calling that more than once is harmless. It is called once per
+// logical request, never from a hop, retry or token fetch of one, so a
+// request never waits for a second slot while holding one.
+func (c *Client) acquire(ctx context.Context, r request) (release func(), err error) {
+	if c.slots != nil {
+		select {
+		case c.slots <- struct{}{}:
+		default:
+			if c.onWait != nil {
+				c.onWait()
+			}
+			select {
+			case c.slots <- struct{}{}:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("upstream %s: %s %s: gave up waiting with %d requests in flight, the most allowed: %w",
+					c.name, r.method, r.path, cap(c.slots), ctx.Err())
+			}
+		}
+	}
+	c.inFlight.Add(1)
+	var done atomic.Bool
+	return func() {
+		if done.CompareAndSwap(false, true) {
+			c.inFlight.Add(-1)
+			if c.slots != nil {
+				<-c.slots
+			}
+		}
+	}, nil
+}
+
+// slotBody gives the request's slot back when the body is closed, or when
+// it has been read to the end (the transfer is over then, even if the
+// caller closes the body later).
+type slotBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *slotBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.release()
+	}
+	return n, err
+}
+
+func (b *slotBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+// attempts is do without the slot: the first attempt and the retries.
+func (c *Client) attempts(ctx context.Context, r request) (*http.Response, error) {
 	u := &url.URL{Scheme: c.base.Scheme, Host: c.base.Host, Path: c.base.Path + r.path, RawQuery: r.query}
 	for attempt := 0; ; attempt++ {
 		resp, err := c.follow(ctx, r, u)
@@ -342,7 +419,7 @@ func sameToken(a, b auth.Request) bool {
 // makes the upstream unreachable.
 func (c *Client) authError(ctx context.Context, u *url.URL, err error) error {
 	var ue *url.Error
-	if ctx.Err() == nil && errors.As(err, &ue) && !errors.Is(err, auth.ErrRealmNotAllowed) {
+	if ctx.Err() == nil && errors.As(err, &ue) && !errors.Is(err, auth.ErrRealmNotAllowed) && !errors.Is(err, ErrInternalAddress) {
 		return fmt.Errorf("upstream %s: token for %s: %w: %w", c.name, u.Host, ErrUnreachable, err)
 	}
 	return fmt.Errorf("upstream %s: token for %s: %w", c.name, u.Host, err)

@@ -15,6 +15,20 @@
 //     that challenges gets its own anonymous token.
 //   - Redirects are followed here, at most 10 hops, only to http(s) URLs,
 //     and not from a public registry to an internal address.
+//   - Never to loopback or private ranges unless the upstream itself is
+//     there: redirect targets and token realms that are internal by name
+//     are refused before the request (ErrRedirect,
+//     auth.ErrRealmNotAllowed), and the default transport checks the
+//     address every connection actually goes to (ErrInternalAddress), so
+//     that a public name resolving to an internal address is refused too.
+//     The registry's own host is never restricted; hosts listed in
+//     RedirectHosts or TokenRealms are exempt.
+//   - At most MaxConcurrent logical requests (one call, with its retries,
+//     redirects and token fetches) are in flight per upstream; each holds
+//     exactly one slot, from before its first byte is sent until its
+//     response body is closed or it fails, so a token fetch or a redirect
+//     never waits for a second slot.
+//   - Response headers are bounded (256 KiB on the default transport).
 //   - Content fetched by digest is verified before it is returned
 //     (manifests here; blobs by the caller, who streams them).
 //   - Bodies that are only inspected (errors, tokens, manifests) are read
@@ -45,6 +59,11 @@ const (
 	DefaultHeaderTimeout  = 30 * time.Second
 	DefaultUserAgent      = "wharf"
 
+	// MaxResponseHeaderBytes bounds the header block of an upstream
+	// response on the default transport: an upstream sending huge headers
+	// must not cost memory. Real registries send a few KiB.
+	MaxResponseHeaderBytes = 256 << 10
+
 	// maxRedirects matches net/http's limit.
 	maxRedirects = 10
 	// firstBackoff and maxBackoff shape the delay between retries.
@@ -73,12 +92,20 @@ type Config struct {
 	// take the forms of TokenRealms.
 	RedirectHosts []string
 	// Transport carries all requests. nil means a transport built from
-	// ConnectTimeout and HeaderTimeout with compression disabled, HTTP/2
-	// allowed, the environment's proxy settings and 32 idle connections per
-	// host. A given *http.Transport that does not disable compression is
+	// ConnectTimeout, HeaderTimeout and Resolver with compression disabled,
+	// HTTP/2 allowed, the environment's proxy settings, 32 idle connections
+	// per host, response headers bounded by MaxResponseHeaderBytes, and a
+	// dialer that refuses internal addresses for hosts other than the
+	// registry's (ErrInternalAddress). Through a proxy, only the connection
+	// to the proxy is checked; what the proxy connects to is its own
+	// policy. A given *http.Transport that does not disable compression is
 	// cloned with compression disabled; any other RoundTripper must not add
-	// Accept-Encoding itself.
+	// Accept-Encoding itself. A given transport dials as it likes: the
+	// dial-time check is the default transport's.
 	Transport http.RoundTripper
+	// Resolver resolves host names for the default transport's dialer;
+	// nil means net.DefaultResolver.
+	Resolver *net.Resolver
 	// ConnectTimeout bounds connecting, and then the TLS handshake, when
 	// Transport is nil; default DefaultConnectTimeout.
 	ConnectTimeout time.Duration
@@ -101,6 +128,13 @@ type Config struct {
 	Now func() time.Time
 	// Observer, when set, is told about every HTTP exchange (metrics).
 	Observer Observer
+	// MaxConcurrent bounds the logical requests in flight to this upstream
+	// at once: a manifest, blob, tags or referrers request, with its
+	// retries, redirects and token fetches, counts once, from its start
+	// until its response body is closed (a blob body may stream for long)
+	// or it fails. A further request waits for a slot until its context
+	// ends. 0 means unbounded.
+	MaxConcurrent int
 }
 
 // Client talks to one upstream registry. It is safe for concurrent use.
@@ -124,6 +158,14 @@ type Client struct {
 	challenges map[string]challenge // by origin of the challenging host
 
 	rate atomic.Pointer[RateLimit]
+
+	// slots has MaxConcurrent places, one taken per logical request in
+	// flight; nil when unbounded.
+	slots    chan struct{}
+	inFlight atomic.Int64
+	onWait   func() // tests: called when a request starts waiting for a slot
+	// guard is the default transport's dialer; nil with Config.Transport.
+	guard *dialGuard
 }
 
 // New validates cfg and returns a client. It does not contact the
@@ -147,6 +189,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Retries < 0 {
 		errs = append(errs, fmt.Errorf("Retries %d: must not be negative", cfg.Retries))
+	}
+	if cfg.MaxConcurrent < 0 {
+		errs = append(errs, fmt.Errorf("MaxConcurrent %d: must not be negative", cfg.MaxConcurrent))
 	}
 	if cfg.ConnectTimeout < 0 || cfg.HeaderTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
@@ -186,10 +231,15 @@ func New(cfg Config) (*Client, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	if cfg.MaxConcurrent > 0 {
+		c.slots = make(chan struct{}, cfg.MaxConcurrent)
+	}
 	transport := cfg.Transport
 	switch t := transport.(type) {
 	case nil:
-		transport = defaultTransport(cfg)
+		var tr *http.Transport
+		tr, c.guard = defaultTransport(cfg, base.Hostname(), c.internal)
+		transport = tr
 	case *http.Transport:
 		if !t.DisableCompression {
 			t = t.Clone()
@@ -213,8 +263,10 @@ func New(cfg Config) (*Client, error) {
 }
 
 // defaultTransport is tuned for a mirror: many parallel blob fetches from
-// few hosts, bounded waits, and bytes exactly as the upstream sent them.
-func defaultTransport(cfg Config) *http.Transport {
+// few hosts, bounded waits and headers, bytes exactly as the upstream sent
+// them, and no connections to internal addresses except the registry's
+// own (see dialGuard).
+func defaultTransport(cfg Config, registryHost string, internal bool) (*http.Transport, *dialGuard) {
 	connect := cfg.ConnectTimeout
 	if connect == 0 {
 		connect = DefaultConnectTimeout
@@ -223,18 +275,22 @@ func defaultTransport(cfg Config) *http.Transport {
 	if header == 0 {
 		header = DefaultHeaderTimeout
 	}
+	allow := slices.Concat(cfg.RedirectHosts, cfg.TokenRealms)
+	guard := newDialGuard(net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second, Resolver: cfg.Resolver},
+		registryHost, internal, allow)
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		TLSHandshakeTimeout:   connect,
-		ResponseHeaderTimeout: header,
-		ExpectContinueTimeout: time.Second,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConns:          128,
-		MaxIdleConnsPerHost:   32,
-		DisableCompression:    true,
-	}
+		Proxy:                  guard.proxy(http.ProxyFromEnvironment),
+		DialContext:            guard.DialContext,
+		ForceAttemptHTTP2:      true,
+		TLSHandshakeTimeout:    connect,
+		ResponseHeaderTimeout:  header,
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
+		IdleConnTimeout:        90 * time.Second,
+		MaxIdleConns:           128,
+		MaxIdleConnsPerHost:    32,
+		DisableCompression:     true,
+	}, guard
 }
 
 // Name returns the upstream's name as configured.
@@ -251,12 +307,7 @@ func origin(u *url.URL) string {
 	scheme := strings.ToLower(u.Scheme)
 	port := u.Port()
 	if port == "" {
-		switch scheme {
-		case "https":
-			port = "443"
-		case "http":
-			port = "80"
-		}
+		port = defaultPort(scheme)
 	}
 	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }

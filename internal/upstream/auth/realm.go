@@ -33,7 +33,8 @@ var ErrRealmNotAllowed = errors.New("token realm not allowed")
 // checks. Public host names are accepted without being listed: Docker Hub's
 // realm auth.docker.io is not the registry's host registry-1.docker.io.
 // Host names are not resolved here; a public name resolving to a private
-// address is a matter for network policy.
+// address is refused when the connection is made, by the upstream client's
+// default transport (upstream.ErrInternalAddress), with the same exemptions.
 func CheckRealm(realm, origin string, allow []string) (*url.URL, error) {
 	u, err := url.Parse(realm)
 	if err != nil {
