@@ -97,8 +97,9 @@ func (e *TooManyFailuresError) Error() string {
 // Is makes errors.Is(err, ErrTooManyFailures) true.
 func (e *TooManyFailuresError) Is(target error) bool { return target == ErrTooManyFailures }
 
-// Config configures an Authenticator. The zero value authenticates no one
-// and treats every request as anonymous.
+// Config configures an Authenticator. With the zero value no one can
+// authenticate: requests without credentials are anonymous and every
+// credential is refused.
 type Config struct {
 	// HtpasswdFile is a file of "user:bcrypt-hash" lines (htpasswd -B);
 	// "" means no users. Other hash formats (apr1/MD5, {SHA}, crypt,
