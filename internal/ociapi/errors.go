@@ -13,6 +13,7 @@ import (
 	"github.com/wharf-mirror/wharf/internal/mirror"
 	"github.com/wharf-mirror/wharf/internal/route"
 	"github.com/wharf-mirror/wharf/internal/upstream"
+	upauth "github.com/wharf-mirror/wharf/internal/upstream/auth"
 )
 
 // Error codes of the distribution spec ("Error Codes"), plus UNAVAILABLE,
@@ -106,6 +107,12 @@ func toAPIError(kind route.Kind, err error) *Error {
 		return apiError(http.StatusBadGateway, codeManifestInvalid, "upstream manifest exceeds the 4 MiB limit", err)
 	case errors.Is(err, upstream.ErrDigestMismatch):
 		return apiError(http.StatusBadGateway, codeUnavailable, "upstream returned content that does not match its digest", err)
+	case errors.Is(err, upstream.ErrRedirect), errors.Is(err, upstream.ErrInternalAddress):
+		return apiError(http.StatusBadGateway, codeUnavailable, "upstream sent wharf to a target it refuses (not http(s), or an internal address)", err)
+	case errors.Is(err, upauth.ErrRealmNotAllowed):
+		return apiError(http.StatusBadGateway, codeUnavailable, "upstream's token realm is neither on its own host nor allowed by token_realms", err)
+	case errors.Is(err, upauth.ErrNoToken):
+		return apiError(http.StatusBadGateway, codeUnavailable, "upstream's token service answered without a usable token", err)
 	case hasRE:
 		return upstreamStatusError(kind, re.StatusCode, re.Header.Get("Retry-After"), err)
 	case errors.Is(err, upstream.ErrUnreachable):
