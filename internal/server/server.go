@@ -34,11 +34,16 @@ import (
 	"github.com/wharf-mirror/wharf/internal/mirror"
 	"github.com/wharf-mirror/wharf/internal/mitm"
 	"github.com/wharf-mirror/wharf/internal/ociapi"
+	"github.com/wharf-mirror/wharf/internal/ratelimit"
 	"github.com/wharf-mirror/wharf/internal/route"
 	"github.com/wharf-mirror/wharf/internal/tlsserve"
 	"github.com/wharf-mirror/wharf/internal/ui"
 	"github.com/wharf-mirror/wharf/internal/upstream"
 )
+
+// maxRateLimitedClients bounds the memory of the per-client rate limiter:
+// beyond it, the idlest clients' buckets are dropped.
+const maxRateLimitedClients = 65536
 
 // Options carries what is not part of the configuration file.
 type Options struct {
@@ -60,6 +65,10 @@ type Instance struct {
 	mirror *mirror.Service
 	api    http.Handler
 	admin  http.Handler
+	authz  *authz // client authentication and access policies
+	// limiter bounds each client's request rate (limits.client_rate) on
+	// the registry, proxy and transparent listeners; nil when off.
+	limiter *ratelimit.Limiter
 
 	metricsHandler http.Handler // GET /metrics on the admin listener
 	adminAPI       *admin.Handler
@@ -138,6 +147,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 			ConnectTimeout: cfg.Fetch.ConnectTimeout.Std(),
 			HeaderTimeout:  cfg.Fetch.HeaderTimeout.Std(),
 			Retries:        cfg.Fetch.Retries,
+			MaxConcurrent:  cfg.Fetch.MaxConcurrent,
 			UserAgent:      ua,
 			Logger:         log.With("upstream", name),
 			Observer:       state.health,
@@ -169,7 +179,22 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 		return nil, err
 	}
 	inst = &Instance{cfg: cfg, log: log, lock: lock, blobs: blobs, index: index, mirror: m, state: state}
-	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets})
+	if inst.authz, err = inst.newAuthz(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	z := inst.authz
+	defer func() {
+		if err != nil {
+			z.close()
+		}
+	}()
+	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets, Authorizer: inst.authz})
+	inst.api = inst.authz.withToken(inst.api)
+	if l := cfg.Limits; l.ClientRate > 0 {
+		inst.limiter = ratelimit.New(l.ClientRate, l.EffectiveClientBurst(), maxRateLimitedClients, nil)
+		inst.api = ratelimit.Middleware(inst.limiter, inst.api)
+	}
 	if err := inst.newProxy(); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -344,7 +369,7 @@ func (i *Instance) ServeListeners(ctx context.Context, l Listeners) error {
 		if i.proxy == nil {
 			return errors.New("a proxy listener was given but proxy.listen is not configured")
 		}
-		servers = append(servers, i.newHTTPServer(i.proxy))
+		servers = append(servers, i.newHTTPServer(ratelimit.Middleware(i.limiter, i.proxy)))
 		listeners = append(listeners, l.Proxy)
 	}
 	if l.Transparent != nil {
@@ -393,7 +418,7 @@ func (i *Instance) newHTTPServer(h http.Handler) *http.Server {
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    int(i.cfg.Limits.MaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(i.log.Handler(), slog.LevelWarn),
 	}
 }
@@ -406,5 +431,5 @@ func (i *Instance) Close() error {
 	}
 	i.adminAPI.Close()
 	i.stopGC()
-	return errors.Join(i.mirror.Close(), i.index.Close(), i.lock.release())
+	return errors.Join(i.mirror.Close(), i.authz.close(), i.index.Close(), i.lock.release())
 }
