@@ -358,6 +358,9 @@ func builtinUpstreams() map[string]*Upstream {
 	up := func(url string, libraryPrefix bool, aliases ...string) *Upstream {
 		return &Upstream{URL: url, Aliases: aliases, LibraryPrefix: &libraryPrefix}
 	}
+	// NGC's token service is not in nvcr.io's domain.
+	nvcr := up("https://nvcr.io", false)
+	nvcr.TokenRealms = []string{"authn.nvidia.com"}
 	return map[string]*Upstream{
 		"docker.io":         up("https://registry-1.docker.io", true, "index.docker.io", "registry-1.docker.io"),
 		"ghcr.io":           up("https://ghcr.io", false),
@@ -366,7 +369,7 @@ func builtinUpstreams() map[string]*Upstream {
 		"registry.k8s.io":   up("https://registry.k8s.io", false, "k8s.gcr.io"),
 		"mcr.microsoft.com": up("https://mcr.microsoft.com", false),
 		"public.ecr.aws":    up("https://public.ecr.aws", false),
-		"nvcr.io":           up("https://nvcr.io", false),
+		"nvcr.io":           nvcr,
 	}
 }
 

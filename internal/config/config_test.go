@@ -137,6 +137,26 @@ func TestDefaultIsFresh(t *testing.T) {
 
 // TestExample loads the example file shown in the README: it must load,
 // validate and resolve cleanly and set every field there is.
+// The README shows the example file; the two must not drift apart.
+func TestReadmeShowsExample(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(filepath.Join("testdata", "example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Everything after the file's leading comment block.
+	body := string(example)
+	for strings.HasPrefix(body, "#") || strings.HasPrefix(body, "\n") {
+		_, body, _ = strings.Cut(body, "\n")
+	}
+	if !strings.Contains(string(readme), "```yaml\n"+body+"```") {
+		t.Error("README.md does not show internal/config/testdata/example.yaml as it is; copy it into the README's configuration section")
+	}
+}
+
 func TestExample(t *testing.T) {
 	path := filepath.Join("testdata", "example.yaml")
 	c, err := Load(path, nil)

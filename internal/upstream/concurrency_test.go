@@ -154,7 +154,7 @@ func TestMaxConcurrentGivesUpWithTheContext(t *testing.T) {
 // wait forever.
 func TestOneSlotPerLogicalRequest(t *testing.T) {
 	s := newRedirectSetup(t, "cdn.example", upstream.Config{Username: "alice", Password: "pw", MaxConcurrent: 1})
-	s.cdn.challenge = []string{`Bearer realm="http://auth.registry.test/token",service="cdn"`}
+	s.cdn.challenge = []string{`Bearer realm="http://auth.cdn.example/token",service="cdn"`}
 	s.cdn.tokens = s.tokens
 	blob := []byte("layer")
 	d := s.cdn.putBlob(blob)

@@ -132,9 +132,9 @@ func newDialSetup(t *testing.T) *dialSetup {
 	regSrv, cdnSrv, tokSrv := serve(t, s.reg), serve(t, s.cdn), serve(t, s.tokens)
 	s.regPort, s.cdnPort, s.tPort = port(t, regSrv), port(t, cdnSrv), port(t, tokSrv)
 	s.resolver = fakeDNS(t, map[string]netip.Addr{
-		"registry.example": loopback,
-		"cdn.example":      loopback,
-		"auth.example":     loopback,
+		"registry.example":      loopback,
+		"cdn.example":           loopback,
+		"auth.registry.example": loopback,
 	})
 	return s
 }
@@ -158,7 +158,7 @@ func TestDialGuard(t *testing.T) {
 		// name nor by resolution.
 		publicRegistry bool
 		redirect       string // "cdn" or "literal": redirect blobs there
-		realm          bool   // challenge for a token from auth.example
+		realm          bool   // challenge for a token from auth.registry.example
 		redirectHosts  []string
 		tokenRealms    []string
 	}
@@ -209,7 +209,7 @@ func TestDialGuard(t *testing.T) {
 		},
 		{
 			name:  "public registry, token realm listed",
-			setup: setup{registry: "registry.example", publicRegistry: true, realm: true, tokenRealms: []string{"auth.example"}},
+			setup: setup{registry: "registry.example", publicRegistry: true, realm: true, tokenRealms: []string{"auth.registry.example"}},
 		},
 		{
 			name:  "registry resolving to loopback may use a realm on loopback",
@@ -236,7 +236,7 @@ func TestDialGuard(t *testing.T) {
 				s.redirectTo("http://127.0.0.1:" + s.cdnPort)
 			}
 			if tt.setup.realm {
-				s.requireToken("http://auth.example:" + s.tPort + "/token")
+				s.requireToken("http://auth.registry.example:" + s.tPort + "/token")
 			}
 			c := newClient(t, upstream.Config{
 				URL:           "http://" + tt.setup.registry + ":" + s.regPort,
@@ -286,7 +286,7 @@ func TestDialGuard(t *testing.T) {
 			if tt.wantErr == upstream.ErrInternalAddress {
 				host := "cdn.example"
 				if tt.setup.realm {
-					host = "auth.example"
+					host = "auth.registry.example"
 				}
 				for _, want := range []string{host, "127.0.0.1"} {
 					if !strings.Contains(err.Error(), want) {

@@ -34,6 +34,8 @@ func newRedirectSetup(t *testing.T, cdnHost string, cfg upstream.Config) *redire
 		"registry.test":      serve(t, s.reg),
 		"auth.registry.test": serve(t, s.tokens),
 		cdnHost:              serve(t, s.cdn),
+		// A CDN's own token service, in the CDN's domain.
+		"auth." + cdnHost: serve(t, s.tokens),
 	}
 	cfg.URL = "http://registry.test"
 	cfg.Transport = namedHosts(t, hosts)

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // ErrRealmNotAllowed is returned (wrapped) when a challenge names a token
@@ -23,15 +25,21 @@ var ErrRealmNotAllowed = errors.New("token realm not allowed")
 //   - the realm is an absolute http or https URL without user info;
 //   - an https origin never sends us to an http realm (the credentials
 //     would travel in clear text);
+//   - the realm is on the origin's own host, or in the origin's own site:
+//     the same registrable domain (public suffix plus one label), so Docker
+//     Hub's realm auth.docker.io serves registry-1.docker.io and
+//     gitlab.com serves registry.gitlab.com, but a registry cannot send
+//     wharf (and the credentials it holds for that registry) to any other
+//     host — the credential leak of CVE-2026-33540 in distribution's proxy;
 //   - a realm whose host is an IP literal in a loopback, private, shared
 //     (CGNAT), link-local or unspecified range, or is localhost, is refused
 //     unless the origin's host is such a host as well (a registry on the
 //     local network legitimately has its token service there too).
 //
 // A realm whose host matches an entry of allow (a host name, host:port, or a
-// URL whose scheme and host must match) is accepted without the last two
-// checks. Public host names are accepted without being listed: Docker Hub's
-// realm auth.docker.io is not the registry's host registry-1.docker.io.
+// URL whose scheme and host must match) is accepted without the last three
+// checks: that is how a registry whose token service lives elsewhere
+// (nvcr.io's authn.nvidia.com) is configured.
 // Host names are not resolved here; a public name resolving to a private
 // address is refused when the connection is made, by the upstream client's
 // default transport (upstream.ErrInternalAddress), with the same exemptions.
@@ -60,10 +68,36 @@ func CheckRealm(realm, origin string, allow []string) (*url.URL, error) {
 	if scheme == "http" && strings.EqualFold(o.Scheme, "https") {
 		return nil, fmt.Errorf("%w: %q is plain http but %s uses https", ErrRealmNotAllowed, realm, o.Host)
 	}
+	if !sameSite(u.Hostname(), o.Hostname()) {
+		return nil, fmt.Errorf("%w: %q is neither on %s nor in its domain; list the host in the upstream's token_realms if it is the registry's token service", ErrRealmNotAllowed, realm, o.Hostname())
+	}
 	if IsInternalHost(u.Hostname()) && !IsInternalHost(o.Hostname()) {
 		return nil, fmt.Errorf("%w: %q is on a loopback, private or link-local host", ErrRealmNotAllowed, realm)
 	}
 	return u, nil
+}
+
+// sameSite reports whether host a is b or shares b's registrable domain
+// (eTLD+1 by the public suffix list). IP literals match only themselves;
+// a name that is itself a public suffix matches only itself.
+func sameSite(a, b string) bool {
+	a = strings.TrimSuffix(strings.ToLower(a), ".")
+	b = strings.TrimSuffix(strings.ToLower(b), ".")
+	if a == b {
+		return true
+	}
+	if _, err := netip.ParseAddr(a); err == nil {
+		return false
+	}
+	if _, err := netip.ParseAddr(b); err == nil {
+		return false
+	}
+	da, err := publicsuffix.EffectiveTLDPlusOne(a)
+	if err != nil {
+		return false
+	}
+	db, err := publicsuffix.EffectiveTLDPlusOne(b)
+	return err == nil && da == db
 }
 
 // HostAllowed reports whether u's host matches an entry of allow: a host
