@@ -122,6 +122,8 @@ func TestUpstreamAuthFlows(t *testing.T) {
 		o.configure = func(c *config.Config) {
 			c.Upstreams["docker.io"].Username = "bob"
 			c.Upstreams["docker.io"].Password = "s3cret"
+			yes := true
+			c.Upstreams["docker.io"].Access.Anonymous = &yes
 		}
 		h := newHarness(t, o)
 		h.hub.PushImage(t, "bob/private", "v1", registrytest.RandomImage(t, 901, 100))
@@ -138,6 +140,8 @@ func TestUpstreamAuthFlows(t *testing.T) {
 		o.configure = func(c *config.Config) {
 			c.Upstreams["docker.io"].Username = "bob"
 			c.Upstreams["docker.io"].Password = "wrong"
+			yes := true
+			c.Upstreams["docker.io"].Access.Anonymous = &yes
 		}
 		h := newHarness(t, o)
 		h.hub.PushImage(t, "bob/private", "v1", registrytest.RandomImage(t, 902, 100))

@@ -54,6 +54,7 @@ func TestHTTPSProxy(t *testing.T) {
 	quay := seedImage(t, suite.ghcr, "e2eproxy/quay-img", "v1", buildImage(t, "proxy-quay", ociImage, amd64, 2))
 	ghcr := seedIndex(t, suite.ghcr, "e2eproxy/ghcr-multi", "1.0", buildIndex(t, "proxy-ghcr", 2))
 	k8s := seedImage(t, suite.k8s, "e2eproxy/k8s-img", "v3", buildImage(t, "proxy-k8s", dockerImage, amd64, 3))
+	hub := seedImage(t, suite.hub, "e2eproxy/hub-img", "v2", buildImage(t, "proxy-hub", dockerImage, amd64, 2))
 	pulls := []struct {
 		host string    // the registry the user names, and the CONNECT target
 		up   *upstream // the suite's registry that holds its content
@@ -62,24 +63,34 @@ func TestHTTPSProxy(t *testing.T) {
 		// one, is answered 401 and repeated with a token.
 		auth bool
 		f    fixture
+		name string // the name dockerd records in RepoDigests
 	}{
-		{"quay.io", suite.ghcr, true, quay},
-		{"ghcr.io", suite.ghcr, true, ghcr},
-		{"registry.k8s.io", suite.k8s, false, k8s},
+		{"quay.io", suite.ghcr, true, quay, "quay.io/" + quay.Repo},
+		{"ghcr.io", suite.ghcr, true, ghcr, "ghcr.io/" + ghcr.Repo},
+		{"registry.k8s.io", suite.k8s, false, k8s, "registry.k8s.io/" + k8s.Repo},
+		// Docker Hub: dockerd dials registry-1.docker.io, an alias of
+		// docker.io, and ignores certs.d for it; it trusts wharf's CA
+		// through SSL_CERT_FILE below, as it would through the system
+		// trust store.
+		{"docker.io", suite.hub, true, hub, hub.Repo},
 	}
-	for _, p := range pulls {
+	for _, p := range pulls[:3] {
 		trustForDockerd(t, p.host, ca)
+	}
+	caFile := filepath.Join(dir, "wharf-ca.pem")
+	if err := os.WriteFile(caFile, ca, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	proxyURL := "http://" + w.proxy
 	d, err := startDockerdWith(t.Context(), t, suite.tools, filepath.Join(dir, "dockerd"), dockerdOptions{
 		// No NO_PROXY: every registry request goes to wharf's proxy.
-		env: []string{"HTTPS_PROXY=" + proxyURL, "HTTP_PROXY=" + proxyURL},
+		env: []string{"HTTPS_PROXY=" + proxyURL, "HTTP_PROXY=" + proxyURL, "SSL_CERT_FILE=" + caFile},
 	})
 	if err != nil {
 		t.Fatalf("dockerd with HTTPS_PROXY: %v", err)
 	}
 
-	ups := []*upstream{suite.ghcr, suite.k8s}
+	ups := []*upstream{suite.ghcr, suite.k8s, suite.hub}
 	marks := make(map[*upstream]upMark, len(ups))
 	for _, u := range ups {
 		marks[u] = u.mark()
@@ -89,7 +100,7 @@ func TestHTTPSProxy(t *testing.T) {
 		d.docker(t, "pull", p.f.ref(p.host))
 	}
 	for _, p := range pulls {
-		d.expectImage(t, p.f.ref(p.host), p.host+"/"+p.f.Repo, p.f)
+		d.expectImage(t, p.f.ref(p.host), p.name, p.f)
 	}
 	for _, u := range ups {
 		expectNoBypass(t, u, u.since(marks[u]))
@@ -128,7 +139,7 @@ func TestHTTPSProxy(t *testing.T) {
 	}
 	for _, p := range pulls {
 		d.docker(t, "pull", p.f.ref(p.host))
-		d.expectImage(t, p.f.ref(p.host), p.host+"/"+p.f.Repo, p.f)
+		d.expectImage(t, p.f.ref(p.host), p.name, p.f)
 	}
 	for _, u := range ups {
 		second := u.since(marks[u])

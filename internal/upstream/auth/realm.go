@@ -30,7 +30,9 @@ var ErrRealmNotAllowed = errors.New("token realm not allowed")
 //     Hub's realm auth.docker.io serves registry-1.docker.io and
 //     gitlab.com serves registry.gitlab.com, but a registry cannot send
 //     wharf (and the credentials it holds for that registry) to any other
-//     host — the credential leak of CVE-2026-33540 in distribution's proxy;
+//     host — the credential leak of CVE-2026-33540 in distribution's proxy.
+//     A registry on a loopback or private address may name a realm on any
+//     such address (one local network; localhost and 127.0.0.1 alike);
 //   - a realm whose host is an IP literal in a loopback, private, shared
 //     (CGNAT), link-local or unspecified range, or is localhost, is refused
 //     unless the origin's host is such a host as well (a registry on the
@@ -68,7 +70,8 @@ func CheckRealm(realm, origin string, allow []string) (*url.URL, error) {
 	if scheme == "http" && strings.EqualFold(o.Scheme, "https") {
 		return nil, fmt.Errorf("%w: %q is plain http but %s uses https", ErrRealmNotAllowed, realm, o.Host)
 	}
-	if !sameSite(u.Hostname(), o.Hostname()) {
+	internal := IsInternalHost(u.Hostname()) && IsInternalHost(o.Hostname())
+	if !internal && !sameSite(u.Hostname(), o.Hostname()) {
 		return nil, fmt.Errorf("%w: %q is neither on %s nor in its domain; list the host in the upstream's token_realms if it is the registry's token service", ErrRealmNotAllowed, realm, o.Hostname())
 	}
 	if IsInternalHost(u.Hostname()) && !IsInternalHost(o.Hostname()) {
