@@ -3,8 +3,10 @@ package server
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/wharf-mirror/wharf/internal/auth"
 	"github.com/wharf-mirror/wharf/internal/ociapi"
@@ -125,20 +127,52 @@ func (z *authz) challenge(r *http.Request, name, msg string, cause error) *ociap
 }
 
 // withToken serves the token endpoint at /token on the registry API's
-// listeners when clients can authenticate.
-func (z *authz) withToken(api http.Handler) http.Handler {
+// listeners when clients can authenticate, and logs every token request
+// with the user name it claimed (never a secret) and the answer, so that
+// failed logins show in the log.
+func (z *authz) withToken(api http.Handler, log *slog.Logger) http.Handler {
 	if z.auth == nil {
 		return api
 	}
 	token := z.auth.TokenHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/token" {
-			token.ServeHTTP(w, r)
+		if r.URL.Path != "/token" {
+			api.ServeHTTP(w, r)
 			return
 		}
-		api.ServeHTTP(w, r)
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		token.ServeHTTP(sw, r)
+		user, _, _ := r.BasicAuth()
+		if user == "" && r.PostForm != nil {
+			user = r.PostForm.Get("username")
+		}
+		level := slog.LevelInfo
+		if sw.status >= 400 {
+			level = slog.LevelWarn
+		}
+		log.LogAttrs(r.Context(), level, "token request",
+			slog.String("method", r.Method),
+			slog.String("host", r.Host),
+			slog.String("remote", r.RemoteAddr),
+			slog.String("user", user),
+			slog.Int("status", sw.status),
+			slog.Duration("duration", time.Since(start)))
 	})
 }
+
+// statusWriter records the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (z *authz) close() error {
 	if z == nil || z.auth == nil {

@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (inst *Instance,
 		}
 	}()
 	inst.api = ociapi.New(ociapi.Config{Routes: routes, Mirror: m, Logger: log, Observer: mets, Authorizer: inst.authz})
-	inst.api = inst.authz.withToken(inst.api)
+	inst.api = inst.authz.withToken(inst.api, log)
 	if l := cfg.Limits; l.ClientRate > 0 {
 		inst.limiter = ratelimit.New(l.ClientRate, l.EffectiveClientBurst(), maxRateLimitedClients, nil)
 		inst.api = ratelimit.Middleware(inst.limiter, inst.api)

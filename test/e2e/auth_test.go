@@ -121,9 +121,17 @@ func TestClientAuth(t *testing.T) {
 		// dockerd logs in itself (POST /auth): GET /v2/, the token endpoint
 		// with Basic credentials, /v2/ again with the token.
 		a := w.attempt(t)
+		failedBefore := w.tokenLogLines(t, "alice", 401)
 		out, err := login("alice", "wrong-password")
 		expectRefused(t, "docker login with a wrong password", out, err, unauthorizedReasons...)
 		a.refused(t, priv, 0, "")
+		// The failed login is in wharf's log: user name and status, no secret.
+		if n := w.tokenLogLines(t, "alice", 401); n <= failedBefore {
+			t.Errorf("wharf logged no failed token request for alice (%d before, %d after)", failedBefore, n)
+		}
+		if b, err := os.ReadFile(w.logPath); err != nil || strings.Contains(string(b), "wrong-password") {
+			t.Errorf("wharf's log holds the password (or cannot be read: %v)", err)
+		}
 
 		a = w.attempt(t)
 		out, err = docker("", "pull", privRef)
@@ -763,4 +771,26 @@ func (rec *tokenRecorder) since(m int) []tokenRequest {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	return append([]tokenRequest(nil), rec.reqs[m:]...)
+}
+
+// tokenLogLines counts wharf's "token request" log lines for user with
+// status.
+func (w *authWharf) tokenLogLines(t *testing.T, user string, status int) int {
+	t.Helper()
+	b, err := os.ReadFile(w.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		var e struct {
+			Msg    string `json:"msg"`
+			User   string `json:"user"`
+			Status int    `json:"status"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && e.Msg == "token request" && e.User == user && e.Status == status {
+			n++
+		}
+	}
+	return n
 }
