@@ -112,6 +112,9 @@ var (
 	// ErrNotInRepository: the content is cached but not known to belong to
 	// the requested repository, and upstream could not confirm it.
 	ErrNotInRepository = errors.New("content not known in this repository")
+	// ErrListingTooLarge: an upstream tags/list or referrers answer is
+	// larger than the 8 MiB wharf relays.
+	ErrListingTooLarge = errors.New("upstream listing too large")
 )
 
 // Service is the pull-through cache. Create it with New and stop it with

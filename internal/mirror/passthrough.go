@@ -100,10 +100,10 @@ func (s *Service) relay(ctx context.Context, u *upstreamState, repo, suffix, raw
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("read upstream %s: %w", suffix, err)
+		return nil, fmt.Errorf("read upstream %s: %w: %w", suffix, upstream.ErrUnreachable, err)
 	}
 	if len(body) > maxListBody {
-		return nil, fmt.Errorf("upstream %s response larger than %d bytes", suffix, maxListBody)
+		return nil, fmt.Errorf("upstream %s: %w: more than %d bytes", suffix, ErrListingTooLarge, maxListBody)
 	}
 	h := make(http.Header)
 	for _, k := range relayedHeaders {

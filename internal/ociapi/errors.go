@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wharf-mirror/wharf/internal/mirror"
@@ -27,10 +28,12 @@ const (
 	codeNameUnknown     = "NAME_UNKNOWN"
 	codeDenied          = "DENIED"
 	codeUnauthorized    = "UNAUTHORIZED"
-	codeUnsupported     = "UNSUPPORTED"
-	codeTooManyRequests = "TOOMANYREQUESTS"
-	codeUnavailable     = "UNAVAILABLE"
-	codeUnknown         = "UNKNOWN"
+	// codePaginationInvalid is distribution's code for a bad n.
+	codePaginationInvalid = "PAGINATION_NUMBER_INVALID"
+	codeUnsupported       = "UNSUPPORTED"
+	codeTooManyRequests   = "TOOMANYREQUESTS"
+	codeUnavailable       = "UNAVAILABLE"
+	codeUnknown           = "UNKNOWN"
 )
 
 // Error is an error answered to the client as OCI error JSON.
@@ -80,6 +83,7 @@ func toAPIError(kind route.Kind, err error) *Error {
 	}
 	var re *upstream.ResponseError
 	hasRE := errors.As(err, &re)
+	var tokenErr *upauth.TokenError
 	switch {
 	case errors.Is(err, route.ErrNotFound):
 		return apiError(http.StatusNotFound, codeUnsupported, "no such registry API endpoint", nil)
@@ -107,6 +111,17 @@ func toAPIError(kind route.Kind, err error) *Error {
 		return apiError(http.StatusBadGateway, codeManifestInvalid, "upstream manifest exceeds the 4 MiB limit", err)
 	case errors.Is(err, upstream.ErrDigestMismatch):
 		return apiError(http.StatusBadGateway, codeUnavailable, "upstream returned content that does not match its digest", err)
+	case errors.Is(err, upstream.ErrTooManyRedirects):
+		return apiError(http.StatusBadGateway, codeUnavailable, "upstream redirected more than 10 times (a redirect loop)", err)
+	case errors.Is(err, mirror.ErrListingTooLarge):
+		return apiError(http.StatusBadGateway, codeUnavailable, "upstream's listing is larger than the 8 MiB wharf relays", err)
+	case errors.As(err, &tokenErr):
+		if tokenErr.StatusCode >= 500 {
+			return apiError(http.StatusServiceUnavailable, codeUnavailable, "upstream's token service failed with status "+strconv.Itoa(tokenErr.StatusCode), err)
+		}
+		return apiError(http.StatusBadGateway, codeUnavailable, "upstream's token service refused wharf with status "+strconv.Itoa(tokenErr.StatusCode)+"; check the upstream's credentials", err)
+	case hasRE && re.StatusCode == http.StatusBadRequest:
+		return apiError(http.StatusBadRequest, codeUnsupported, "upstream rejected the request as invalid"+upstreamCode(re), err)
 	case errors.Is(err, upstream.ErrRedirect), errors.Is(err, upstream.ErrInternalAddress):
 		return apiError(http.StatusBadGateway, codeUnavailable, "upstream sent wharf to a target it refuses (not http(s), or an internal address)", err)
 	case errors.Is(err, upauth.ErrRealmNotAllowed):
@@ -124,6 +139,19 @@ func toAPIError(kind route.Kind, err error) *Error {
 	default:
 		return apiError(http.StatusInternalServerError, codeUnknown, "internal error", err)
 	}
+}
+
+// upstreamCode is ": <code>" for the first error code of an upstream error
+// document, when it is a plain code word, or "".
+func upstreamCode(re *upstream.ResponseError) string {
+	if len(re.Errors) == 0 {
+		return ""
+	}
+	c := re.Errors[0].Code
+	if c == "" || len(c) > 64 || strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
+		return ""
+	}
+	return ": " + c
 }
 
 // upstreamStatusError maps an upstream failure status to the client's

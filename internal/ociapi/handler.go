@@ -181,6 +181,9 @@ func (h *Handler) serve(w *responseWriter, r *http.Request, req *request) error 
 	case route.KindBlob:
 		return h.blob(ctx, w, r, t, digest.Digest(p.Reference), req)
 	case route.KindTags:
+		if err := checkPagination(query); err != nil {
+			return err
+		}
 		l, err := h.mirror.Tags(ctx, t.Upstream, t.Repo, upstreamQuery(query))
 		if err != nil {
 			return err
@@ -314,8 +317,11 @@ func (h *Handler) listing(w *responseWriter, r *http.Request, l *mirror.Listing,
 	for k, v := range l.Header {
 		hd[k] = v
 	}
-	if link := hd.Get("Link"); link != "" {
-		hd.Set("Link", rewriteLink(link, r))
+	if links := hd.Values("Link"); len(links) > 0 {
+		hd.Del("Link")
+		if next, ok := nextLink(links, r); ok {
+			hd.Set("Link", next)
+		}
 	}
 	hd.Set("Content-Length", strconv.Itoa(len(l.Body)))
 	setCacheHeaders(hd, l.Result)
@@ -327,19 +333,72 @@ func (h *Handler) listing(w *responseWriter, r *http.Request, l *mirror.Listing,
 	return nil
 }
 
+// nextLink finds the rel="next" link among an upstream's Link header
+// values and returns it rewritten onto the client's own path (see
+// rewriteLink). Every other link is dropped, as is a next link that does
+// not parse: a client is never pointed at another host, upstream's or any.
+func nextLink(values []string, r *http.Request) (string, bool) {
+	for _, v := range values {
+		for len(v) > 0 {
+			open := strings.IndexByte(v, '<')
+			if open < 0 {
+				break
+			}
+			close := strings.IndexByte(v[open:], '>')
+			if close < 0 {
+				break
+			}
+			close += open
+			target := v[open+1 : close]
+			params := v[close+1:]
+			if k := strings.IndexByte(params, '<'); k >= 0 {
+				params = params[:k]
+			}
+			v = v[close+1:]
+			if !isNextRel(params) {
+				continue
+			}
+			if out, ok := rewriteLink("<"+target+`>; rel="next"`, r); ok {
+				return out, true
+			}
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// isNextRel reports whether link parameters carry rel="next" (RFC 8288
+// §3.3: rel may list several relation types).
+func isNextRel(params string) bool {
+	for _, p := range strings.Split(params, ";") {
+		name, value, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(name), "rel") {
+			continue
+		}
+		for _, rel := range strings.Fields(strings.Trim(strings.TrimSpace(strings.TrimRight(value, ", ")), `"`)) {
+			if strings.EqualFold(rel, "next") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // rewriteLink turns an upstream `<url>; rel="next"` into one on the client's
 // own path: the query of the upstream URL (n, last, artifactType…) plus the
-// client's ns.
-func rewriteLink(link string, r *http.Request) string {
+// client's ns. It reports false when the link has no <url> or the URL does
+// not parse.
+func rewriteLink(link string, r *http.Request) (string, bool) {
 	open, close := strings.IndexByte(link, '<'), strings.IndexByte(link, '>')
 	if open < 0 || close < open {
-		return link
+		return "", false
 	}
 	u, err := url.Parse(link[open+1 : close])
 	if err != nil {
-		return link
+		return "", false
 	}
 	q := u.Query()
+	q.Del("ns")
 	if ns := r.URL.Query().Get("ns"); ns != "" {
 		q.Set("ns", ns)
 	}
@@ -347,7 +406,51 @@ func rewriteLink(link string, r *http.Request) string {
 	if enc := q.Encode(); enc != "" {
 		target += "?" + enc
 	}
-	return link[:open+1] + target + link[close:]
+	return link[:open+1] + target + link[close:], true
+}
+
+// maxPageSize caps tags/list's n: a larger page is asked for as this many
+// (the spec lets a registry return fewer than n, with a Link to the rest).
+const maxPageSize = 10000
+
+// checkPagination validates tags/list's n and last (distribution spec,
+// "Listing Tags") and caps n, so that nothing absurd is forwarded upstream.
+func checkPagination(q url.Values) error {
+	if vs, ok := q["n"]; ok {
+		if len(vs) != 1 {
+			return apiError(http.StatusBadRequest, codePaginationInvalid, "n must be given once", nil)
+		}
+		n, err := strconv.ParseUint(vs[0], 10, 64)
+		if err != nil {
+			return apiError(http.StatusBadRequest, codePaginationInvalid, "n must be a non-negative integer", nil)
+		}
+		if n > maxPageSize {
+			q.Set("n", strconv.Itoa(maxPageSize))
+		}
+	}
+	if vs, ok := q["last"]; ok {
+		if len(vs) != 1 || !validTag(vs[0]) {
+			return apiError(http.StatusBadRequest, codePaginationInvalid, "last must be one tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}", nil)
+		}
+	}
+	return nil
+}
+
+// validTag is the distribution spec's tag grammar.
+func validTag(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_':
+		case (c == '.' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // upstreamQuery is the client's query minus ns, which selects the upstream

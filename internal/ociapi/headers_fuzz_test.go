@@ -90,31 +90,26 @@ func FuzzRewriteLink(f *testing.F) {
 		if ns != "" {
 			r.URL.RawQuery = "ns=" + url.QueryEscape(ns)
 		}
-		out := rewriteLink(link, r)
-		if out == link {
+		out, ok := nextLink([]string{link}, r)
+		if !ok {
 			return
 		}
-		open := strings.IndexByte(link, '<')
-		close := strings.IndexByte(link, '>')
-		if open < 0 || close < open {
-			t.Fatalf("rewriteLink(%q) = %q: changed a link without <…>", link, out)
+		// Exactly one link, rel="next", on the client's own path.
+		if !strings.HasPrefix(out, "<") || !strings.HasSuffix(out, `>; rel="next"`) {
+			t.Fatalf("nextLink(%q) = %q: not one next link", link, out)
 		}
-		if out[:open+1] != link[:open+1] || !strings.HasSuffix(out, link[close:]) {
-			t.Fatalf("rewriteLink(%q) = %q: changed what is outside <…>", link, out)
-		}
-		target := out[open+1 : len(out)-len(link[close:])]
-		u, err := url.Parse(target)
+		u, err := url.Parse(strings.TrimSuffix(strings.TrimPrefix(out, "<"), `>; rel="next"`))
 		if err != nil {
-			t.Fatalf("rewriteLink(%q) = %q: %v", link, out, err)
+			t.Fatalf("nextLink(%q) = %q: %v", link, out, err)
 		}
 		if u.Scheme != "" || u.Host != "" || u.User != nil || u.EscapedPath() != r.URL.EscapedPath() {
-			t.Fatalf("rewriteLink(%q) = %q: not the client's path %s", link, out, r.URL.EscapedPath())
+			t.Fatalf("nextLink(%q) = %q: not the client's path %s", link, out, r.URL.EscapedPath())
 		}
-		if ns != "" && u.Query().Get("ns") != ns {
-			t.Fatalf("rewriteLink(%q) = %q: ns %q, want %q", link, out, u.Query().Get("ns"), ns)
+		if got := u.Query().Get("ns"); got != ns {
+			t.Fatalf("nextLink(%q) = %q: ns %q, want %q", link, out, got, ns)
 		}
-		if again := rewriteLink(out, r); again != out {
-			t.Fatalf("rewriteLink(%q) = %q, rewritten again = %q", link, out, again)
+		if again, ok := nextLink([]string{out}, r); !ok || again != out {
+			t.Fatalf("nextLink(%q) = %q, rewritten again = %q", link, out, again)
 		}
 	})
 }

@@ -223,6 +223,18 @@ func hostileTokenService(body []byte) http.HandlerFunc {
 	}
 }
 
+// hostileTokenStatus challenges with a realm on the upstream's own host,
+// whose token service answers status.
+func hostileTokenStatus(status int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			hostileOCIError(status, "DENIED")(w, r)
+			return
+		}
+		hostileChallenge(`Bearer realm="http://`+r.Host+`/token",service="x"`)(w, r)
+	}
+}
+
 // hostileRedirect answers every request with a 307 to location.
 func hostileRedirect(location string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -373,9 +385,19 @@ func hostileRows(sink string) []hostileRow {
 		{name: "blob redirect to http://169.254.169.254/", target: "/v2/{up}/app/blobs/" + zeros, upstream: hostileRedirect("http://169.254.169.254/latest/meta-data/"), status: 502, code: "UNAVAILABLE", says: refusedTarget},
 		{name: "tags/list redirect to http://169.254.169.254/", target: "/v2/{up}/app/tags/list", upstream: hostileRedirect("http://169.254.169.254/latest/meta-data/"), status: 502, code: "UNAVAILABLE", says: refusedTarget},
 
-		// tags/list: wharf relays n and last as sent (see the notes).
-		{name: "tags/list n=999999999999", target: "/v2/{up}/app/tags/list?n=999999999999", upstream: hostileTags, status: 200, note: hostileForwarded},
-		{name: "tags/list last=<10 KB>", target: "/v2/{up}/app/tags/list?last=" + strings.Repeat("z", 10<<10), upstream: hostileTags, status: 200, note: hostileForwarded},
+		// tags/list: n must be a non-negative integer and is capped at
+		// 10000; last must be a tag; only a rel="next" Link on the
+		// client's own path goes back to the client.
+		{name: "tags/list n=999999999999", target: "/v2/{up}/app/tags/list?n=999999999999", upstream: hostileTags, status: 200, note: hostileForwarded, check: func(t *testing.T, a *hostileAnswer) {
+			if !strings.Contains(a.note, "n=10000") {
+				t.Errorf("upstream got %s, want n capped at 10000", a.note)
+			}
+		}},
+		{name: "tags/list n=-1", target: "/v2/{up}/app/tags/list?n=-1", upstream: hostileTags, status: 400, code: "PAGINATION_NUMBER_INVALID", says: "non-negative integer"},
+		{name: "tags/list n=abc", target: "/v2/{up}/app/tags/list?n=abc", upstream: hostileTags, status: 400, code: "PAGINATION_NUMBER_INVALID", says: "non-negative integer"},
+		{name: "tags/list n given twice", target: "/v2/{up}/app/tags/list?n=1&n=2", upstream: hostileTags, status: 400, code: "PAGINATION_NUMBER_INVALID", says: "once"},
+		{name: "tags/list last=<10 KB>", target: "/v2/{up}/app/tags/list?last=" + strings.Repeat("z", 10<<10), upstream: hostileTags, status: 400, code: "PAGINATION_NUMBER_INVALID", says: "last must be one tag"},
+		{name: "tags/list last=../x", target: "/v2/{up}/app/tags/list?last=../x", upstream: hostileTags, status: 400, code: "PAGINATION_NUMBER_INVALID", says: "last must be one tag"},
 		{name: "tags/list Link to 169.254.169.254 rewritten", target: "/v2/{up}/app/tags/list?n=1", upstream: func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Link", `<http://169.254.169.254/v2/app/tags/list?n=1&last=a>; rel="next"`)
 			hostileTags(w, r)
@@ -384,6 +406,35 @@ func hostileRows(sink string) []hostileRow {
 				t.Errorf("Link %q: want the mirror's own path", l)
 			}
 		}},
+		{name: "tags/list two Links, next second", target: "/v2/{up}/app/tags/list?n=1", upstream: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Add("Link", `<http://169.254.169.254/first>; rel="first"`)
+			w.Header().Add("Link", `<http://169.254.169.254/v2/app/tags/list?n=1&last=a>; rel="next"`)
+			hostileTags(w, r)
+		}, status: 200, check: func(t *testing.T, a *hostileAnswer) {
+			if ls := a.header.Values("Link"); len(ls) != 1 || strings.Contains(ls[0], "169.254") || !strings.Contains(ls[0], "last=a") {
+				t.Errorf("Link %q: want only the next link, on the mirror's own path", ls)
+			}
+		}},
+		{name: "tags/list unparsable or bare Link dropped", target: "/v2/{up}/app/tags/list?n=1", upstream: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Add("Link", `<http://169.254.169.254/%zz>; rel="next"`)
+			w.Header().Add("Link", `http://169.254.169.254/v2/x/tags/list?n=1`)
+			hostileTags(w, r)
+		}, status: 200, check: func(t *testing.T, a *hostileAnswer) {
+			if ls := a.header.Values("Link"); len(ls) != 0 {
+				t.Errorf("Link %q: want none", ls)
+			}
+		}},
+		{name: "tags/list answer of 9 MiB", target: "/v2/{up}/app/tags/list", upstream: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"name":"app","tags":["%s"]}`, strings.Repeat("a", 9<<20))
+		}, status: 502, code: "UNAVAILABLE", says: "8 MiB"},
+		{name: "upstream 400 on a manifest", target: "/v2/{up}/app/manifests/v1", upstream: hostileOCIError(http.StatusBadRequest, "MANIFEST_INVALID"), status: 400, code: "UNSUPPORTED", says: "rejected the request as invalid: MANIFEST_INVALID"},
+		{name: "token service answers 401", target: "/v2/{up}/app/manifests/v1", upstream: hostileTokenStatus(http.StatusUnauthorized), status: 502, code: "UNAVAILABLE", says: "token service refused"},
+		{name: "token service answers 503", target: "/v2/{up}/app/manifests/v1", upstream: hostileTokenStatus(http.StatusServiceUnavailable), status: 503, code: "UNAVAILABLE", says: "token service failed"},
+		{name: "redirect loop", target: "/v2/{up}/app/manifests/v1", upstream: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Location", "http://"+r.Host+r.URL.Path)
+			w.WriteHeader(http.StatusFound)
+		}, status: 502, code: "UNAVAILABLE", says: "more than 10 times"},
 
 		// Blobs that upstream announces or serves wrongly.
 		{name: "upstream blob announces 1 TiB, then resets", target: "/v2/{up}/app/blobs/" + zeros, upstream: func(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -350,5 +351,32 @@ func TestTokenServerFailure(t *testing.T) {
 	}
 	if got := s.tokens.count(); got != 2 {
 		t.Errorf("%d token requests, want 2 (one retry)", got)
+	}
+}
+
+// A challenge that cannot be answered (its realm is refused) is not
+// remembered: once the registry challenges sensibly again, requests work
+// without a restart.
+func TestRefusedChallengeIsNotRemembered(t *testing.T) {
+	s := newBearerSetup(t, dockerHubChallenge)
+	var broken atomic.Bool
+	broken.Store(true)
+	s.reg.hook = func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		if !broken.Load() {
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ftp://127.0.0.1/token",service="registry.test"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return true
+	}
+	c := newClient(t, upstream.Config{URL: s.regSrv.URL})
+	for range 2 {
+		if _, _, err := c.GetManifest(t.Context(), "library/nginx", "latest"); !errors.Is(err, auth.ErrRealmNotAllowed) {
+			t.Fatalf("GetManifest with a refused realm: %v, want ErrRealmNotAllowed", err)
+		}
+	}
+	broken.Store(false)
+	if _, _, err := c.GetManifest(t.Context(), "library/nginx", "latest"); err != nil {
+		t.Fatalf("GetManifest after the registry was fixed: %v", err)
 	}
 }

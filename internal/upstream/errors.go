@@ -35,6 +35,9 @@ var (
 	// ErrRedirect: the upstream redirected too often, to a URL that is not
 	// http(s), or to an internal address while itself being public.
 	ErrRedirect = errors.New("unacceptable upstream redirect")
+	// ErrTooManyRedirects is returned with ErrRedirect when a request was
+	// redirected more than 10 times (a loop).
+	ErrTooManyRedirects = errors.New("too many redirects")
 )
 
 // maxErrorBody bounds how much of an error response body is read.

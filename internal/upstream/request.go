@@ -219,7 +219,7 @@ func (c *Client) follow(ctx context.Context, r request, u *url.URL) (*http.Respo
 			return nil, fmt.Errorf("upstream %s: %w: unparsable Location from %s", c.name, ErrRedirect, c.displayURL(u))
 		}
 		if hops == maxRedirects {
-			return nil, fmt.Errorf("upstream %s: %w: more than %d redirects from %s", c.name, ErrRedirect, maxRedirects, c.base)
+			return nil, fmt.Errorf("upstream %s: %w: %w: more than %d from %s", c.name, ErrRedirect, ErrTooManyRedirects, maxRedirects, c.base)
 		}
 		if err := c.checkRedirect(next); err != nil {
 			return nil, err
@@ -273,7 +273,15 @@ func (c *Client) exchange(ctx context.Context, r request, method string, u *url.
 		if ch, ok := c.remembered(host); ok {
 			var err error
 			if cur, err = c.authorize(ctx, ch, r, u, onRegistry); err != nil {
-				return nil, err
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				// The remembered challenge no longer works (its realm is
+				// refused or its token service fails): forget it and ask
+				// the registry afresh, so that a fixed upstream is not
+				// refused forever on the strength of an old challenge.
+				c.forget(host)
+				cur = credential{}
 			}
 		}
 	}
@@ -306,6 +314,9 @@ func (c *Client) exchange(ctx context.Context, r request, method string, u *url.
 		}
 		next, err := c.authorize(ctx, ch, r, u, onRegistry)
 		if err != nil {
+			// Do not keep a challenge that cannot be answered: the next
+			// request asks the registry again.
+			c.forget(host)
 			drain(resp)
 			return nil, err
 		}
@@ -354,6 +365,12 @@ func (c *Client) remember(host string, ch challenge) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.challenges[host] = ch
+}
+
+func (c *Client) forget(host string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.challenges, host)
 }
 
 func (c *Client) remembered(host string) (challenge, bool) {
