@@ -433,27 +433,6 @@ type authWharf struct {
 // when the test ends.
 func startAuthWharf(t *testing.T, dir string) *authWharf {
 	t.Helper()
-	bin, err := wharfBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var addrs [2]string
-	for i := range addrs {
-		if addrs[i], err = freePort(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w := &authWharf{wharf: &wharf{
-		addr:      addrs[0],
-		adminAddr: addrs[1],
-		logPath:   filepath.Join(dir, "wharf.log"),
-		client:    &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: time.Minute},
-	}}
-	t.Cleanup(w.client.CloseIdleConnections)
-
 	// htpasswd -B: bcrypt at the default cost, as htpasswd writes it.
 	var htpasswd bytes.Buffer
 	for _, u := range []struct{ name, password string }{{"alice", alicePassword}, {"bob", bobPassword}} {
@@ -462,6 +441,9 @@ func startAuthWharf(t *testing.T, dir string) *authWharf {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&htpasswd, "%s:%s\n", u.name, hash)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	htpasswdPath := filepath.Join(dir, "htpasswd")
 	if err := os.WriteFile(htpasswdPath, htpasswd.Bytes(), 0o600); err != nil {
@@ -487,29 +469,12 @@ upstreams:
     access:
       users: [alice, ci]
 `, htpasswdPath, ciToken, ghcrUser, ghcrPassword)
-	cfgPath := filepath.Join(dir, "wharf.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	argv := []string{bin, "serve",
-		"--config", cfgPath,
-		"--listen", w.addr,
-		"--admin-listen", w.adminAddr,
-		"--data-dir", filepath.Join(dir, "data"),
-	}
-	for _, u := range []*upstream{suite.hub, suite.ghcr, suite.k8s} {
-		argv = append(argv, "--upstream", u.name+"="+u.reg.URL())
-	}
-	if w.proc, err = startProcess("wharf (auth)", w.logPath, baseEnv(), argv...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.proc.stop)
-	if err := waitFor(t.Context(), w.proc, 30*time.Second, "wharf /healthz", func(ctx context.Context) error {
-		return httpOK(ctx, w.client, "http://"+w.adminAddr+"/healthz")
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return w
+	w, _, _ := startOwnWharf(t, dir, ownWharf{
+		name:   "auth",
+		config: cfg,
+		ups:    []*upstream{suite.hub, suite.ghcr, suite.k8s},
+	})
+	return &authWharf{wharf: w}
 }
 
 // attempt is a client action under observation: where wharf's log and the

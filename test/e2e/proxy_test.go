@@ -5,7 +5,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -196,74 +195,26 @@ type proxyWharf struct {
 // upstream's registry. The process is stopped when the test ends.
 func startProxyWharf(t *testing.T, dir string) *proxyWharf {
 	t.Helper()
-	bin, err := wharfBinary()
+	proxy, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var addrs [3]string
-	for i := range addrs {
-		if addrs[i], err = freePort(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w := &proxyWharf{
-		wharf: &wharf{
-			addr:      addrs[0],
-			adminAddr: addrs[1],
-			logPath:   filepath.Join(dir, "wharf.log"),
-			client:    &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: time.Minute},
-		},
-		proxy:   addrs[2],
-		dataDir: filepath.Join(dir, "data"),
-	}
-	t.Cleanup(w.client.CloseIdleConnections)
 	// The tag TTL is long so that the second pull is answered from the cache
 	// without a revalidation; the log is JSON for requestsSince.
-	cfg := fmt.Sprintf(`# wharf with the HTTPS_PROXY mode, for TestHTTPSProxy.
+	w, _, dataDir := startOwnWharf(t, dir, ownWharf{
+		name: "proxy",
+		config: fmt.Sprintf(`# wharf with the HTTPS_PROXY mode, for TestHTTPSProxy.
 log_format: json
 log_level: info
 tag_ttl: 1h
 proxy:
   listen: %q
-`, w.proxy)
-	cfgPath := filepath.Join(dir, "wharf.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	argv := []string{bin, "serve",
-		"--config", cfgPath,
-		"--listen", w.addr,
-		"--admin-listen", w.adminAddr,
-		"--data-dir", w.dataDir,
-	}
-	for _, u := range []*upstream{suite.hub, suite.ghcr, suite.k8s} {
-		argv = append(argv, "--upstream", u.name+"="+u.reg.URL())
-	}
-	argv = append(argv, "--upstream", "quay.io="+suite.ghcr.reg.URL())
-	if w.proc, err = startProcess("wharf (proxy)", w.logPath, baseEnv(), argv...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.proc.stop)
-	ctx := t.Context()
-	if err := waitFor(ctx, w.proc, 30*time.Second, "wharf /healthz", func(ctx context.Context) error {
-		return httpOK(ctx, w.client, "http://"+w.adminAddr+"/healthz")
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitFor(ctx, w.proc, 30*time.Second, "wharf proxy listener", func(ctx context.Context) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", w.proxy)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return w
+`, proxy),
+		ups:     []*upstream{suite.hub, suite.ghcr, suite.k8s},
+		alsoUp:  []string{"quay.io=" + suite.ghcr.reg.URL()},
+		waitFor: proxy,
+	})
+	return &proxyWharf{wharf: w, proxy: proxy, dataDir: dataDir}
 }
 
 // caPEM returns wharf's CA certificate as served at GET /ca.crt on the

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -293,73 +292,20 @@ type transparentWharf struct {
 // the test ends.
 func startTransparentWharf(t *testing.T, dir, tlsAddr string, ups []*upstream) *transparentWharf {
 	t.Helper()
-	bin, err := wharfBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var addrs [2]string
-	for i := range addrs {
-		if addrs[i], err = freePort(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w := &transparentWharf{
-		wharf: &wharf{
-			addr:      addrs[0],
-			adminAddr: addrs[1],
-			logPath:   filepath.Join(dir, "wharf.log"),
-			client:    &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: time.Minute},
-		},
-		bin:     bin,
-		tls:     tlsAddr,
-		dataDir: filepath.Join(dir, "data"),
-	}
-	t.Cleanup(w.client.CloseIdleConnections)
 	// The tag TTL is long so that the second pull is answered from the cache
 	// without a revalidation; the log is JSON for requestsSince.
-	cfg := `# wharf with the transparent TLS listener, for TestTransparentTLS.
+	w, bin, dataDir := startOwnWharf(t, dir, ownWharf{
+		name: "transparent",
+		config: `# wharf with the transparent TLS listener, for TestTransparentTLS.
 log_format: json
 log_level: info
 tag_ttl: 1h
-`
-	cfgPath := filepath.Join(dir, "wharf.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	argv := []string{bin, "serve",
-		"--config", cfgPath,
-		"--listen", w.addr,
-		"--admin-listen", w.adminAddr,
-		"--transparent-listen", w.tls,
-		"--data-dir", w.dataDir,
-	}
-	for _, u := range ups {
-		argv = append(argv, "--upstream", u.name+"="+u.reg.URL())
-	}
-	if w.proc, err = startProcess("wharf (transparent)", w.logPath, baseEnv(), argv...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.proc.stop)
-	ctx := t.Context()
-	if err := waitFor(ctx, w.proc, 30*time.Second, "wharf /healthz", func(ctx context.Context) error {
-		return httpOK(ctx, w.client, "http://"+w.adminAddr+"/healthz")
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitFor(ctx, w.proc, 30*time.Second, "wharf transparent listener", func(ctx context.Context) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", w.tls)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return w
+`,
+		args:    []string{"--transparent-listen", tlsAddr},
+		ups:     ups,
+		waitFor: tlsAddr,
+	})
+	return &transparentWharf{wharf: w, bin: bin, tls: tlsAddr, dataDir: dataDir}
 }
 
 // caPEM returns wharf's CA certificate as `wharf ca --data-dir` prints it,

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -263,4 +264,83 @@ func (w *wharf) get(t *testing.T, host, path string, header ...string) (int, htt
 		t.Fatalf("GET %s: reading body: %v", path, err)
 	}
 	return resp.StatusCode, resp.Header, body
+}
+
+// ownWharf is a wharf process a test starts for itself, beside the suite's.
+type ownWharf struct {
+	name   string      // for process logs, e.g. "proxy"
+	config string      // the YAML configuration file's content
+	args   []string    // further flags of `wharf serve`
+	ups    []*upstream // upstreams mapped onto the suite's fake registries
+	// alsoUp are further --upstream NAME=URL mappings.
+	alsoUp []string
+	// waitFor is a listener address to wait for besides /healthz.
+	waitFor string
+}
+
+// startOwnWharf starts `wharf serve` as o says, with its log, data and
+// configuration in dir, and waits until it serves. The process is
+// stopped when the test ends.
+func startOwnWharf(t *testing.T, dir string, o ownWharf) (w *wharf, bin, dataDir string) {
+	t.Helper()
+	bin, err := wharfBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var addrs [2]string
+	for i := range addrs {
+		if addrs[i], err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w = &wharf{
+		addr:      addrs[0],
+		adminAddr: addrs[1],
+		logPath:   filepath.Join(dir, "wharf.log"),
+		client:    &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: time.Minute},
+	}
+	t.Cleanup(w.client.CloseIdleConnections)
+	cfgPath := filepath.Join(dir, "wharf.yaml")
+	if err := os.WriteFile(cfgPath, []byte(o.config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dataDir = filepath.Join(dir, "data")
+	argv := append([]string{bin, "serve",
+		"--config", cfgPath,
+		"--listen", w.addr,
+		"--admin-listen", w.adminAddr,
+		"--data-dir", dataDir,
+	}, o.args...)
+	for _, u := range o.ups {
+		argv = append(argv, "--upstream", u.name+"="+u.reg.URL())
+	}
+	for _, m := range o.alsoUp {
+		argv = append(argv, "--upstream", m)
+	}
+	if w.proc, err = startProcess("wharf ("+o.name+")", w.logPath, baseEnv(), argv...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.proc.stop)
+	ctx := t.Context()
+	if err := waitFor(ctx, w.proc, 30*time.Second, "wharf /healthz", func(ctx context.Context) error {
+		return httpOK(ctx, w.client, "http://"+w.adminAddr+"/healthz")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if o.waitFor != "" {
+		if err := waitFor(ctx, w.proc, 30*time.Second, "wharf listener "+o.waitFor, func(ctx context.Context) error {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", o.waitFor)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w, bin, dataDir
 }
