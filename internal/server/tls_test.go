@@ -50,6 +50,28 @@ func serveTLS(t *testing.T, cfg *config.Config) (httpsAddr, redirectAddr string)
 	return api.Addr().String(), redirect.Addr().String()
 }
 
+// writeLeaf writes a certificate for host from ca, and its key, as PEM
+// files in dir.
+func writeLeaf(t *testing.T, ca *mitm.CA, host, dir string) (certFile, keyFile string) {
+	t.Helper()
+	leaf, err := ca.Leaf(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, host+".pem"), filepath.Join(dir, host+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
 func getTLS(t *testing.T, url, serverName string, roots *x509.CertPool) *http.Response {
 	t.Helper()
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName}, ForceAttemptHTTP2: true}
@@ -71,17 +93,7 @@ func TestTLSFromFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Leaf("mirror.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	certFile, keyFile := writeLeaf(t, ca, "mirror.test", dir)
 
 	cfg := config.Default()
 	cfg.DataDir = filepath.Join(dir, "data")

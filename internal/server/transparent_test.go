@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,17 +30,7 @@ func TestTransparentTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := otherCA.Leaf("ghcr.io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "ghcr.pem"), filepath.Join(dir, "ghcr.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	certFile, keyFile := writeLeaf(t, otherCA, "ghcr.io", dir)
 
 	o := defaultOptions()
 	o.configure = func(c *config.Config) {
